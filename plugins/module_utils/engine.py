@@ -1,0 +1,636 @@
+# -*- coding: utf-8 -*-
+# Copyright: storeshift.objstore contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The migration engine: list, shard, copy, verify, repoint, delete; recorded in the ledger.
+
+One producer lists the source page by page into a bounded queue; ``workers``
+threads copy; one writer thread batches results into the ledger at least
+every second (progress for ``objstore_migration_info``). Memory stays
+bounded: a page of keys, the queue, and per worker either one small object
+(at most ``SMALL_OBJECT`` bytes) or a streaming chunk.
+
+Safety rules:
+- an object counts as copied only after the destination was read back and
+  its logical SHA-256 matched what was read from the source;
+- ``delete_source`` removes a source object only after that, and (anchore
+  layout) after the application's row points at the destination;
+- an object that fails does not stop the run, but the run ends ``failed``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import fnmatch
+import hashlib
+import io
+import random
+import threading
+import time
+
+try:
+    import queue
+except ImportError:  # pragma: no cover - Python 2 is not supported, keeps sanity's compile test quiet
+    import Queue as queue  # noqa
+
+from ansible_collections.storeshift.objstore.plugins.module_utils import codec
+from ansible_collections.storeshift.objstore.plugins.module_utils.errors import (
+    ConfigError,
+    ConnectError,
+    IntegrityError,
+    ObjectMissingError,
+    ObjstoreError,
+    TransientError,
+    scrub,
+)
+from ansible_collections.storeshift.objstore.plugins.module_utils.ledger import (
+    DONE_STATES,
+    Ledger,
+    new_migration_id,
+)
+from ansible_collections.storeshift.objstore.plugins.module_utils.store import open_store
+
+SMALL_OBJECT = 1024 * 1024
+PAGE = 1000
+FLUSH_SECONDS = 0.5
+RETRY_ATTEMPTS = 6
+RETRY_BASE_SECONDS = 0.2
+RETRY_MAX_SECONDS = 8.0
+LAYOUTS = ('objects', 'anchore')
+OVERWRITE = ('never', 'if_different', 'always')
+
+
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+
+def validate_glob(pattern, name):
+    if not isinstance(pattern, str) or not pattern:
+        raise ConfigError('%s: empty glob pattern' % name, step='config')
+    depth = 0
+    for char in pattern:
+        if char == '[':
+            depth += 1
+        elif char == ']' and depth:
+            depth -= 1
+    if depth:
+        raise ConfigError("%s: invalid glob '%s' (unbalanced '[')" % (name, pattern), step='config')
+    return pattern
+
+
+def normalize_prefixes(prefixes):
+    """Drop prefixes covered by a shorter one, so no key is listed twice."""
+    prefixes = sorted(set(p or '' for p in (prefixes or [''])))
+    kept = []
+    for prefix in prefixes:
+        if not any(prefix.startswith(k) for k in kept):
+            kept.append(prefix)
+    return kept or ['']
+
+
+def shard_of(key, count):
+    """Stable hash partition of the key space (same on every host and Python)."""
+    if count <= 1:
+        return 0
+    digest = hashlib.sha1(key.encode('utf-8')).digest()
+    return int.from_bytes(digest[:8], 'big') % count
+
+
+class MigrationOptions(object):
+    def __init__(self, layout='objects', buckets=None, prefixes=None, include=None, exclude=None,
+                 overwrite='if_different', delete_source=False, immutable=False, retain_days=None, workers=8,
+                 max_objects_per_second=None, max_bytes_per_second=None, shard_index=0, shard_count=1,
+                 verify_writes=True):
+        if layout not in LAYOUTS:
+            raise ConfigError("layout must be one of %s, got '%s'" % (', '.join(LAYOUTS), layout), step='config')
+        if overwrite not in OVERWRITE:
+            raise ConfigError("overwrite must be one of %s, got '%s'" % (', '.join(OVERWRITE), overwrite),
+                              step='config')
+        if workers is None or int(workers) < 1 or int(workers) > 512:
+            raise ConfigError('workers must be between 1 and 512, got %s' % workers, step='config')
+        if shard_count < 1:
+            raise ConfigError('shard.count must be at least 1, got %d' % shard_count, step='config')
+        if not 0 <= shard_index < shard_count:
+            raise ConfigError('shard.index must be between 0 and shard.count - 1 (%d), got %d'
+                              % (shard_count - 1, shard_index), step='config')
+        for name, value in (('max_objects_per_second', max_objects_per_second),
+                            ('max_bytes_per_second', max_bytes_per_second)):
+            if value is not None and value <= 0:
+                raise ConfigError('%s must be positive, got %s' % (name, value), step='config')
+        if retain_days is not None and retain_days <= 0:
+            raise ConfigError('retain_days must be positive, got %s' % retain_days, step='config')
+        self.layout = layout
+        self.buckets = list(buckets) if buckets else None
+        self.prefixes = normalize_prefixes(prefixes)
+        self.include = [validate_glob(p, 'include') for p in (include or [])]
+        self.exclude = [validate_glob(p, 'exclude') for p in (exclude or [])]
+        self.overwrite = overwrite
+        self.delete_source = bool(delete_source)
+        self.immutable = bool(immutable)
+        self.retain_days = retain_days
+        self.workers = int(workers)
+        self.max_objects_per_second = max_objects_per_second
+        self.max_bytes_per_second = max_bytes_per_second
+        self.shard_index = shard_index
+        self.shard_count = shard_count
+        self.verify_writes = verify_writes
+
+    @property
+    def retain_seconds(self):
+        return int(self.retain_days * 86400) if self.retain_days else None
+
+    def wants(self, key):
+        if self.include and not any(fnmatch.fnmatchcase(key, p) for p in self.include):
+            return False
+        if self.exclude and any(fnmatch.fnmatchcase(key, p) for p in self.exclude):
+            return False
+        return shard_of(key, self.shard_count) == self.shard_index
+
+    def to_dict(self):
+        return {'layout': self.layout, 'buckets': self.buckets, 'prefix': self.prefixes, 'include': self.include,
+                'exclude': self.exclude, 'overwrite': self.overwrite, 'delete_source': self.delete_source,
+                'immutable': self.immutable, 'retain_days': self.retain_days, 'workers': self.workers,
+                'max_objects_per_second': self.max_objects_per_second,
+                'max_bytes_per_second': self.max_bytes_per_second,
+                'shard': {'index': self.shard_index, 'count': self.shard_count}}
+
+
+class RateLimiter(object):
+    """A token bucket shared by the workers; ``None`` rate means unlimited."""
+
+    def __init__(self, rate):
+        self.rate = float(rate) if rate else None
+        self._lock = threading.Lock()
+        self._next = time.time()
+
+    def take(self, amount=1):
+        if not self.rate:
+            return
+        with self._lock:
+            now = time.time()
+            start = max(now, self._next)
+            self._next = start + amount / self.rate
+            wait = start - now
+        if wait > 0:
+            time.sleep(wait)
+
+
+# ---------------------------------------------------------------------------
+# Work items
+# ---------------------------------------------------------------------------
+
+class WorkItem(object):
+    __slots__ = ('key', 'size', 'source_key', 'dest_key', 'doc')
+
+    def __init__(self, key, size=None, source_key=None, dest_key=None, doc=None):
+        self.key = key
+        self.size = size
+        self.source_key = source_key if source_key is not None else key
+        self.dest_key = dest_key if dest_key is not None else key
+        self.doc = doc
+
+
+def _read_all(stream):
+    parts = []
+    try:
+        while True:
+            chunk = stream.read(codec.CHUNK)
+            if not chunk:
+                break
+            parts.append(chunk)
+    finally:
+        close = getattr(stream, 'close', None)
+        if close:
+            close()
+    return b''.join(parts)
+
+
+class Migrator(object):
+    """One run of one shard of a migration."""
+
+    def __init__(self, source_spec, dest_spec, options, ledger_location=None, db_connect=None, migration_id=None,
+                 resume=False, secrets=None):
+        self.source_spec = source_spec
+        self.dest_spec = dest_spec
+        self.options = options
+        self.ledger_location = ledger_location
+        self.db_connect = db_connect
+        self.migration_id = migration_id
+        self.resume = resume
+        self.secrets = list(secrets or []) + source_spec.secrets() + dest_spec.secrets()
+        if source_spec.identity() == dest_spec.identity():
+            raise ConfigError('source and dest are the same store (%s): nothing to migrate' % source_spec.describe(),
+                              step='config')
+        if options.layout == 'anchore' and not db_connect:
+            raise ConfigError('layout anchore needs db_connect (the Anchore database holding archive_metadata)',
+                              step='config')
+        self.source = None
+        self.dest = None
+        self.catalog = None
+        self._lock = threading.Lock()
+        self._retries = 0
+        self._listed = 0
+        self._listed_bytes = 0
+        self._results = queue.Queue()
+        self._objects_limiter = RateLimiter(options.max_objects_per_second)
+        self._bytes_limiter = RateLimiter(options.max_bytes_per_second)
+        self._stop = threading.Event()
+        self._writer_error = None
+        self.copied_this_run = 0
+        self.puts = 0
+
+    # -- setup ------------------------------------------------------------------
+    def _open_stores(self, write):
+        self.source = open_store(self.source_spec, db_connect=self.db_connect)
+        self.source.check_access(create_bucket=False)
+        self.dest = open_store(self.dest_spec, db_connect=self.db_connect)
+        if write:
+            self.dest.check_access(create_bucket=bool(self.dest_spec.config.get('create_bucket')))
+        else:
+            try:
+                self.dest.check_access(create_bucket=False)
+            except ObjstoreError as exc:
+                if exc.cause != 'missing bucket' or not self.dest_spec.config.get('create_bucket'):
+                    raise
+        if (self.options.immutable or self.options.retain_days) and not self.dest.supports_retention:
+            raise ConfigError('immutable/retain_days were asked but the destination (%s) cannot keep retention '
+                              '(RustFS API, or S3 with Object Lock enabled on the bucket, can)'
+                              % self.dest_spec.describe(), step='config')
+        if self.options.layout == 'anchore':
+            from ansible_collections.storeshift.objstore.plugins.module_utils.anchore import AnchoreCatalog
+            self.catalog = AnchoreCatalog(self.db_connect)
+
+    def close(self):
+        for resource in (self.source, self.dest, self.catalog):
+            if resource is not None:
+                try:
+                    resource.close()
+                except Exception:  # pylint: disable=broad-except
+                    pass  # closing after a failure: the failure is what gets reported
+
+    # -- listing ----------------------------------------------------------------
+    def iter_items(self):
+        """Yield WorkItems of this shard, lazily."""
+        if self.options.layout == 'anchore':
+            from ansible_collections.storeshift.objstore.plugins.module_utils.anchore import anchore_location
+            for doc in self.catalog.iter_documents(self.source_spec, buckets=self.options.buckets):
+                key = '%s/%s/%s' % (doc.user_id, doc.bucket, doc.archive_id)
+                if not self.options.wants(key):
+                    continue
+                source_key = anchore_location(self.source_spec, doc.user_id, doc.bucket, doc.archive_id)[0]
+                dest_key = anchore_location(self.dest_spec, doc.user_id, doc.bucket, doc.archive_id)[0]
+                yield WorkItem(key, doc.size, source_key, dest_key, doc)
+            return
+        for prefix in self.options.prefixes:
+            for info in self.source.list(prefix):
+                if self.options.wants(info.key):
+                    yield WorkItem(info.key, info.size)
+
+    def iter_pages(self):
+        page = []
+        for item in self.iter_items():
+            page.append(item)
+            if len(page) >= PAGE:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    # -- object copy --------------------------------------------------------------
+    def _logical_sha(self, store, spec, key):
+        raw = store.open(key)
+        try:
+            return codec.sha256_of_stream(codec.decode_stream(raw, spec.compression_enabled))
+        finally:
+            raw.close()
+
+    def _put(self, key, stream, size):
+        self.dest.put(key, stream, size=size, immutable=self.options.immutable,
+                      retain_seconds=self.options.retain_seconds)
+        with self._lock:
+            self.puts += 1
+
+    def _copy_objects_layout(self, item):
+        """Copy one object; returns (sha256, logical size, stored size)."""
+        src_spec, dst_spec = self.source_spec, self.dest_spec
+        if item.size is not None and item.size <= SMALL_OBJECT:
+            raw = _read_all(self.source.open(item.source_key))
+            logical = _read_all(codec.decode_stream(io.BytesIO(raw), src_spec.compression_enabled))
+            sha = hashlib.sha256(logical).hexdigest()
+            stream, size, _codec = codec.encode_stream(io.BytesIO(logical), len(logical),
+                                                       dst_spec.compression_enabled, dst_spec.min_size_kbytes)
+            if size is None:
+                stored = _read_all(stream)
+                stream, size = io.BytesIO(stored), len(stored)
+            self._bytes_limiter.take(len(logical))
+            self._put(item.dest_key, stream, size)
+            return sha, len(logical), size
+        raw = self.source.open(item.source_key)
+        try:
+            logical = codec.HashingReader(codec.decode_stream(raw, src_spec.compression_enabled))
+            logical_size = item.size if not src_spec.compression_enabled else None
+            stream, size, _codec = codec.encode_stream(_Throttled(logical, self._bytes_limiter), logical_size,
+                                                       dst_spec.compression_enabled, dst_spec.min_size_kbytes)
+            stored = codec.HashingReader(stream)
+            self._put(item.dest_key, stored, size)
+        finally:
+            raw.close()
+        if logical_size is not None and logical.size != logical_size:
+            raise IntegrityError('source object changed size while being read (%d listed, %d read)'
+                                 % (logical_size, logical.size), key=item.key)
+        return logical.hexdigest(), logical.size, stored.size
+
+    def _verify_dest(self, item, sha, size):
+        dest_sha, dest_size = self._logical_sha(self.dest, self.dest_spec, item.dest_key)
+        if dest_sha != sha or dest_size != size:
+            raise IntegrityError('destination read back differs from the source (sha256 %s vs %s, %d vs %d bytes)'
+                                 % (dest_sha[:12], sha[:12], dest_size, size), step='verify', key=item.key)
+
+    def _process_objects(self, item):
+        if self.options.overwrite != 'always':
+            existing = self.dest.stat(item.dest_key)
+            if existing is not None:
+                if self.options.overwrite == 'never':
+                    return {'state': 'skipped', 'size': existing.size, 'error': None}
+                comparable = not self.source_spec.compression_enabled and not self.dest_spec.compression_enabled
+                if not (comparable and item.size is not None and existing.size is not None
+                        and existing.size != item.size):
+                    src_sha, src_size = self._logical_sha(self.source, self.source_spec, item.source_key)
+                    dst_sha, dst_size = self._logical_sha(self.dest, self.dest_spec, item.dest_key)
+                    if src_sha == dst_sha and src_size == dst_size:
+                        return self._after_copy(item, {'state': 'skipped', 'size': src_size, 'sha256': src_sha})
+        sha, size, stored_size = self._copy_objects_layout(item)
+        if self.options.verify_writes:
+            self._verify_dest(item, sha, size)
+        return self._after_copy(item, {'state': 'copied', 'size': size, 'stored_size': stored_size, 'sha256': sha,
+                                       'copied': True})
+
+    def _after_copy(self, item, result):
+        if self.options.delete_source:
+            if result['state'] == 'skipped' and not result.get('sha256'):
+                return result  # never delete what was not compared
+            self.source.delete(item.source_key)
+            result['state'] = 'deleted'
+        return result
+
+    def _process_anchore(self, item):
+        from ansible_collections.storeshift.objstore.plugins.module_utils import anchore
+        doc = item.doc
+        dest_key, dest_url = anchore.anchore_location(self.dest_spec, doc.user_id, doc.bucket, doc.archive_id)
+        logical = codec.HashingReader(anchore.open_for_anchore(self.source, doc))
+        try:
+            stream, compressed = anchore.encode_for_anchore(self.dest_spec, logical, None)
+            stored = codec.HashingReader(stream, md5=True)
+            self._put(dest_key, stored, None)
+        finally:
+            logical.close()
+        sha = logical.hexdigest()
+        new_doc = anchore.AnchoreDocument(doc.user_id, doc.bucket, doc.archive_id, doc.document_name, dest_url,
+                                          compressed, stored.md5_hexdigest(), stored.size)
+        check = codec.HashingReader(anchore.open_for_anchore(self.dest, new_doc))
+        try:
+            check.drain()
+        finally:
+            check.close()
+        if check.hexdigest() != sha or check.size != logical.size:
+            raise IntegrityError('destination read back differs from the source', step='verify', key=item.key)
+        if not self.catalog.repoint(doc, dest_url, compressed, stored.md5_hexdigest(), stored.size):
+            raise IntegrityError('archive_metadata row changed during the migration; not repointed', step='repoint',
+                                 key=item.key)
+        result = {'state': 'copied', 'size': logical.size, 'stored_size': stored.size, 'sha256': sha, 'copied': True}
+        if self.options.delete_source:
+            self.source.delete(item.source_key)
+            result['state'] = 'deleted'
+        return result
+
+    def process(self, item):
+        """Migrate one item with retries; always returns a result dict (never raises ObjstoreError)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self._objects_limiter.take(1)
+                if self.options.layout == 'anchore':
+                    result = self._process_anchore(item)
+                else:
+                    result = self._process_objects(item)
+                result['key'] = item.key
+                result['attempts'] = attempt
+                result.setdefault('error', None)
+                return result
+            except (TransientError, ConnectError) as exc:
+                if attempt >= RETRY_ATTEMPTS or self._stop.is_set():
+                    return self._failure(item, exc, attempt)
+                with self._lock:
+                    self._retries += 1
+                delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * (2 ** (attempt - 1)))
+                time.sleep(delay / 2 + random.random() * delay / 2)
+            except ObjectMissingError as exc:
+                return self._failure(item, ObjectMissingError('source object disappeared during the migration: %s'
+                                                              % exc.message, key=item.key), attempt)
+            except ObjstoreError as exc:
+                return self._failure(item, exc, attempt)
+
+    def _failure(self, item, exc, attempt):
+        message = '%s: %s' % (exc.step or 'copy', exc.message) if exc.step else exc.message
+        return {'key': item.key, 'state': 'failed', 'error': scrub(message, self.secrets)[:1000], 'attempts': attempt}
+
+    # -- threads ------------------------------------------------------------------
+    def _writer(self, ledger):
+        """Batch results into the ledger at least every FLUSH_SECONDS."""
+        pending = []
+        last = time.time()
+        done = False
+        while not done:
+            try:
+                item = self._results.get(timeout=FLUSH_SECONDS / 2)
+                if item is None:
+                    done = True
+                else:
+                    pending.append(item)
+            except queue.Empty:
+                pass
+            if done or len(pending) >= 500 or time.time() - last >= FLUSH_SECONDS:
+                with self._lock:
+                    listed, listed_bytes, retries = self._listed, self._listed_bytes, self._retries
+                    self._listed = self._listed_bytes = self._retries = 0
+                try:
+                    ledger.record(self.migration_id, self.options.shard_index, pending, listed=listed,
+                                  listed_bytes=listed_bytes, retries=retries)
+                except ObjstoreError as exc:
+                    self._writer_error = exc
+                    self._stop.set()
+                    return
+                pending = []
+                last = time.time()
+
+    def _worker(self, work):
+        while True:
+            item = work.get()
+            if item is None:
+                return
+            if self._stop.is_set():
+                continue
+            result = self.process(item)
+            if result.get('copied'):
+                with self._lock:
+                    self.copied_this_run += 1
+            self._results.put(result)
+
+    # -- runs ------------------------------------------------------------------------
+    def _resolve_migration_id(self, ledger):
+        if self.migration_id:
+            return self.migration_id
+        if self.resume:
+            latest = ledger.latest_migration(repr(self.source_spec.identity()), repr(self.dest_spec.identity()))
+            if latest:
+                return latest
+        return new_migration_id()
+
+    def run(self):
+        started = time.time()
+        ledger = Ledger(self.ledger_location)
+        try:
+            self.migration_id = self._resolve_migration_id(ledger)
+            self._open_stores(write=True)
+            params = self.options.to_dict()
+            params.update({'source': self.source_spec.to_dict(redact=True), 'dest': self.dest_spec.to_dict(redact=True)})
+            ledger.begin_run(self.migration_id, self.options.layout, self.source_spec.describe(),
+                             self.dest_spec.describe(), repr(self.source_spec.identity()),
+                             repr(self.dest_spec.identity()), params, self.options.shard_index,
+                             self.options.shard_count)
+            state, message = 'complete', None
+            try:
+                self._copy_all(ledger)
+            except ObjstoreError as exc:
+                state, message = 'failed', scrub(exc.message, self.secrets)
+                self._stop.set()
+            if self._writer_error is not None:
+                raise self._writer_error
+            counts = ledger.count_states(self.migration_id)
+            if state == 'complete' and counts.get('failed'):
+                state = 'failed'
+                message = '%d objects failed' % counts['failed']
+            ledger.finish_run(self.migration_id, self.options.shard_index, state, message)
+            summary = ledger.summary(self.migration_id)
+            summary['run_state'] = state
+            summary['run_message'] = message
+            summary['copied_this_run'] = self.copied_this_run
+            summary['run_duration_s'] = round(time.time() - started, 3)
+            return summary
+        finally:
+            self.close()
+            ledger.close()
+
+    def _copy_all(self, ledger):
+        work = queue.Queue(maxsize=self.options.workers * 4)
+        writer = threading.Thread(target=self._writer, args=(ledger,), name='ledger-writer')
+        writer.daemon = True
+        writer.start()
+        workers = []
+        for index in range(self.options.workers):
+            thread = threading.Thread(target=self._worker, args=(work,), name='copy-%d' % index)
+            thread.daemon = True
+            thread.start()
+            workers.append(thread)
+        try:
+            for page in self.iter_pages():
+                if self._stop.is_set():
+                    break
+                states = ledger.object_states(self.migration_id, [item.key for item in page])
+                with self._lock:
+                    self._listed += len(page)
+                    self._listed_bytes += sum(item.size or 0 for item in page)
+                for item in page:
+                    known = states.get(item.key)
+                    if known is not None and known[0] in DONE_STATES:
+                        continue  # done in an earlier attempt: never copied twice
+                    work.put(item)
+        finally:
+            for _thread in workers:
+                work.put(None)
+            for thread in workers:
+                thread.join()
+            self._results.put(None)
+            writer.join()
+        # Mark listing complete only when it really completed.
+        if not self._stop.is_set():
+            ledger.record(self.migration_id, self.options.shard_index, [], listing_done=True)
+
+    # -- dry run -------------------------------------------------------------------
+    def dry_run(self, sample_seconds=3.0, sample_objects=20):
+        """Enumerate and estimate; writes nothing anywhere."""
+        self._open_stores(write=False)
+        try:
+            total = would_copy = would_skip = 0
+            total_bytes = copy_bytes = 0
+            dest_missing = False
+            try:
+                self.dest.check_access(create_bucket=False)
+            except ObjstoreError:
+                dest_missing = True
+            sample = []
+            for item in self.iter_items():
+                total += 1
+                total_bytes += item.size or 0
+                if len(sample) < sample_objects:
+                    sample.append(item)
+                existing = None
+                if not dest_missing and self.options.overwrite != 'always' and self.options.layout == 'objects':
+                    existing = self.dest.stat(item.dest_key)
+                if existing is not None and (self.options.overwrite == 'never' or existing.size == item.size):
+                    would_skip += 1
+                else:
+                    would_copy += 1
+                    copy_bytes += item.size or 0
+            rate_bytes, rate_objects = self._measure_sample(sample, sample_seconds)
+            eta = None
+            if would_copy and rate_objects:
+                # Reading is about half of a copy's work (read + write + read back): a conservative estimate.
+                eta = max(would_copy / rate_objects, copy_bytes / rate_bytes if rate_bytes else 0) * 2.0
+            return {'objects_total': total, 'bytes_total': total_bytes, 'objects_to_copy': would_copy,
+                    'bytes_to_copy': copy_bytes, 'objects_to_skip': would_skip,
+                    'eta_s': round(eta, 1) if eta is not None else None,
+                    'sample_objects': len(sample)}
+        finally:
+            self.close()
+
+    def _measure_sample(self, sample, seconds):
+        started = time.time()
+        read_bytes = count = 0
+        for item in sample:
+            if time.time() - started > seconds:
+                break
+            try:
+                if self.options.layout == 'anchore':
+                    from ansible_collections.storeshift.objstore.plugins.module_utils.anchore import open_for_anchore
+                    stream = open_for_anchore(self.source, item.doc)
+                else:
+                    stream = self.source.open(item.source_key)
+                read_bytes += codec.HashingReader(stream).drain().size
+                stream.close()
+                count += 1
+            except ObjstoreError:
+                continue
+        elapsed = max(time.time() - started, 1e-6)
+        return (read_bytes / elapsed if count else None), (count / elapsed if count else None)
+
+
+class _Throttled(object):
+    """Applies the bytes-per-second limit to a stream as it is read."""
+
+    def __init__(self, raw, limiter):
+        self._raw = raw
+        self._limiter = limiter
+
+    def read(self, size=-1):
+        data = self._raw.read(size)
+        if data:
+            self._limiter.take(len(data))
+        return data
+
+    def close(self):
+        close = getattr(self._raw, 'close', None)
+        if close:
+            close()
+

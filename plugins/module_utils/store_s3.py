@@ -1,0 +1,475 @@
+# -*- coding: utf-8 -*-
+# Copyright: storeshift.objstore contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The ``s3`` driver (boto3): AWS S3 and S3-compatible servers.
+
+One boto3 client per store instance, shared by every worker thread (boto3
+clients are thread safe); botocore's own retries are off because the
+engine retries and counts. Uploads stream: objects up to
+``multipart_threshold_mb`` go in one PutObject, larger or unknown-size
+objects in a multipart upload read one part at a time, so memory stays
+bounded by the part size. Every SDK error goes through ``_map_error``.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import socket
+import ssl
+
+from ansible_collections.storeshift.objstore.plugins.module_utils import errors
+from ansible_collections.storeshift.objstore.plugins.module_utils.store import ObjectInfo, ObjectStore
+
+try:
+    import boto3
+    import botocore.exceptions
+    from botocore.config import Config
+    HAS_BOTO3 = True
+except ImportError:  # pragma: no cover - bare targets only
+    boto3 = None
+    HAS_BOTO3 = False
+
+MIB = 1024 * 1024
+MIN_PART = 5 * MIB            # S3's minimum part size (all parts but the last)
+MAX_PARTS = 10000             # S3's maximum number of parts
+PAGE_SIZE = 1000
+
+_AUTH_CODES = frozenset(('InvalidAccessKeyId', 'SignatureDoesNotMatch', 'InvalidToken', 'ExpiredToken',
+                         'InvalidSecurity', 'AuthorizationHeaderMalformed', 'TokenRefreshRequired',
+                         'InvalidClientTokenId'))
+_TRANSIENT_CODES = frozenset(('SlowDown', 'ServiceUnavailable', 'InternalError', 'RequestTimeout',
+                              'Throttling', 'ThrottlingException', 'RequestTimeTooSkewed__never',
+                              'OperationAborted', 'BadGateway', 'GatewayTimeout', '500', '502', '503', '504'))
+_RETENTION_CODES = frozenset(('ObjectLocked', 'InvalidRetentionPeriod', 'ObjectLockConfigurationNotFoundError'))
+_DNS_MARKERS = ('Name or service not known', 'nodename nor servname', 'getaddrinfo failed',
+                'Temporary failure in name resolution', 'No address associated with hostname',
+                'Failed to resolve', 'NameResolutionError')
+
+
+def _chain(exc):
+    """``exc`` and every exception it wraps (cause, context, botocore's ``error`` kwarg)."""
+    seen = []
+    todo = [exc]
+    while todo and len(seen) < 16:
+        item = todo.pop(0)
+        if item is None or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo.append(getattr(item, '__cause__', None))
+        todo.append(getattr(item, '__context__', None))
+        kwargs = getattr(item, 'kwargs', None)
+        if isinstance(kwargs, dict) and isinstance(kwargs.get('error'), BaseException):
+            todo.append(kwargs['error'])
+        reason = getattr(item, 'reason', None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+    return seen
+
+
+def _read_exactly(stream, size):
+    """Read ``size`` bytes from ``stream`` (fewer only at end of stream)."""
+    parts = []
+    got = 0
+    while got < size:
+        chunk = stream.read(size - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    if len(parts) == 1:
+        return parts[0]
+    return b''.join(parts)
+
+
+class _S3Reader(object):
+    """The body of a GetObject, with read errors mapped to collection errors."""
+
+    def __init__(self, store, body, key):
+        self._store = store
+        self._body = body
+        self._key = key
+
+    def read(self, size=-1):
+        try:
+            if size is None or size < 0:
+                return self._body.read()
+            return self._body.read(size)
+        except errors.ObjstoreError:
+            raise
+        except Exception as exc:  # botocore / urllib3 / socket errors while streaming
+            raise self._store._map_error(exc, 'read', self._key)
+
+    def close(self):
+        try:
+            self._body.close()
+        except Exception:  # closing a broken connection must not mask the real error
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class S3Store(ObjectStore):
+    """AWS S3 / S3-compatible object store."""
+
+    driver = 's3'
+
+    def __init__(self, spec):
+        super(S3Store, self).__init__(spec)
+        if not HAS_BOTO3:
+            raise errors.MissingLibraryError('boto3')
+        cfg = spec.config
+        self.url = (cfg.get('url') or '').rstrip('/') or None
+        self.bucket = cfg['bucket']
+        self.prefix = cfg.get('prefix') or ''
+        self.region = cfg.get('region') or ('us-east-1' if self.url else None)
+        self.where = self.url or ('AWS S3 region %s' % (self.region or 'default'))
+        self.create_bucket_default = bool(cfg.get('create_bucket', False))
+        self.threshold = int(cfg.get('multipart_threshold_mb') or 8) * MIB
+        self.chunk_size = max(int(cfg.get('multipart_chunksize_mb') or 8) * MIB, MIN_PART)
+        self._secrets = spec.secrets() + [v for v in (cfg.get('access_key'),) if v]
+        self._retention = None
+
+        if not cfg.get('validate_certs', True):
+            verify = False
+        elif cfg.get('ca_bundle'):
+            verify = cfg['ca_bundle']
+        else:
+            verify = None
+        addressing = cfg.get('addressing_style') or ('path' if self.url else 'auto')
+        options = {
+            'retries': {'total_max_attempts': 1},
+            'max_pool_connections': int(cfg.get('max_pool_connections') or 64),
+            's3': {'addressing_style': addressing},
+            'signature_version': 's3v4',
+        }
+        if cfg.get('connect_timeout'):
+            options['connect_timeout'] = int(cfg['connect_timeout'])
+        if cfg.get('read_timeout'):
+            options['read_timeout'] = int(cfg['read_timeout'])
+        if self.region:
+            options['region_name'] = self.region
+        if cfg.get('iamauto') or not cfg.get('access_key'):
+            # boto3's default credential chain (env, profile, instance/role metadata).
+            session = boto3.session.Session(region_name=self.region)
+        else:
+            session = boto3.session.Session(aws_access_key_id=cfg['access_key'],
+                                            aws_secret_access_key=cfg['secret_key'],
+                                            aws_session_token=cfg.get('session_token'),
+                                            region_name=self.region)
+        kwargs = {'config': Config(**options)}
+        if self.url:
+            kwargs['endpoint_url'] = self.url
+        if verify is not None:
+            kwargs['verify'] = verify
+        try:
+            self.client = session.client('s3', **kwargs)
+        except Exception as exc:  # invalid endpoint URL, unknown region...
+            raise errors.ConfigError('cannot set up the S3 client for %s: %s'
+                                     % (self.where, errors.scrub(exc, self._secrets)), step='config')
+
+    # -- error mapping ------------------------------------------------------
+    def _object_name(self, key):
+        return self.prefix + key
+
+    def _map_error(self, exc, step, key=None):
+        """The collection error for ``exc`` (a botocore/urllib3/socket error) raised during ``step``."""
+        if isinstance(exc, errors.ObjstoreError):
+            return exc
+        url = self.where
+        secrets = self._secrets
+        text = errors.scrub(exc, secrets)
+        what = ('object %s in bucket %s on %s' % (self._object_name(key), self.bucket, url)) if key is not None \
+            else ('bucket %s on %s' % (self.bucket, url))
+        chain = _chain(exc)
+        names = set(type(e).__name__ for e in chain)
+
+        if HAS_BOTO3 and isinstance(exc, botocore.exceptions.ClientError):
+            response = getattr(exc, 'response', None) or {}
+            error = response.get('Error') or {}
+            code = str(error.get('Code') or '')
+            status = (response.get('ResponseMetadata') or {}).get('HTTPStatusCode')
+            message = errors.scrub(error.get('Message') or '', secrets)
+            if code in _AUTH_CODES:
+                return errors.AuthError('S3 rejected the credentials (access key or secret key wrong) for %s'
+                                        % url, step=step, cause='bad credentials (%s)' % code, key=key)
+            if code in _RETENTION_CODES or (code == 'AccessDenied' and any(
+                    w in message.lower() for w in ('lock', 'retention', 'worm', 'legal hold'))):
+                return errors.RetentionError('%s is protected by Object Lock: %s (%s)' % (what, message, code),
+                                             step=step, cause='object retained', key=key)
+            if code == '403' or (status == 403 and not code):
+                # HEAD answers carry no error code: cannot tell bad credentials from a missing permission.
+                return errors.AccessDeniedError(
+                    'S3 answered 403 Forbidden to %s on %s (access denied, or credentials rejected)' % (step, what),
+                    step=step, cause='permission denied', key=key)
+            if code in ('AccessDenied', 'AllAccessDisabled', 'AccountProblem') or status == 403:
+                return errors.AccessDeniedError(
+                    'S3 denied %s on %s (%s; the credentials are valid for the server but lack permission)'
+                    % (step, what, code or status), step=step, cause='permission denied', key=key)
+            if code in ('NoSuchBucket',):
+                return errors.BucketMissingError(
+                    'bucket %s does not exist on %s (set create_bucket: true to create it)' % (self.bucket, url),
+                    step=step, cause='missing bucket', key=key)
+            if code in ('NoSuchKey', 'NotFound', '404') or status == 404:
+                return errors.ObjectMissingError('%s does not exist' % what, step=step,
+                                                 cause='object not found', key=key)
+            if code in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500):
+                return errors.TransientError('S3 server error %s during %s on %s: %s' % (code or status, step, what,
+                                                                                         message),
+                                             step=step, cause='transient server error (%s)' % (code or status),
+                                             key=key)
+            return errors.ObjstoreError('S3 error %s during %s on %s: %s' % (code or status, step, what, message),
+                                        step=step, cause='S3 error %s' % (code or status), key=key)
+
+        if HAS_BOTO3 and isinstance(exc, (botocore.exceptions.NoCredentialsError,
+                                          botocore.exceptions.PartialCredentialsError,
+                                          botocore.exceptions.CredentialRetrievalError)):
+            return errors.AuthError('no usable S3 credentials for %s (set access_key and secret_key, or iamauto: true '
+                                    'with a working credential chain): %s' % (url, text),
+                                    step=step, cause='missing credentials', key=key)
+        if HAS_BOTO3 and isinstance(exc, botocore.exceptions.SSLError) or any(
+                isinstance(e, ssl.SSLError) for e in chain):
+            verify = 'CERTIFICATE_VERIFY_FAILED' in text or 'certificate verify failed' in text
+            cause = 'TLS certificate verification failed' if verify else 'TLS handshake failed'
+            hint = ' (set ca_bundle to the CA file, or validate_certs: false for testing)' if verify else ''
+            return errors.ConnectError('%s for %s%s: %s' % (cause, url, hint, text), step=step, cause=cause, key=key)
+        # Streaming / mid-request failures: worth retrying.
+        transient_names = ('ConnectionClosedError', 'ReadTimeoutError', 'ResponseStreamingError',
+                           'IncompleteReadError', 'ProtocolError', 'IncompleteRead', 'ChunkedEncodingError',
+                           'ConnectionResetError', 'BrokenPipeError', 'timeout', 'TimeoutError')
+        if HAS_BOTO3 and isinstance(exc, (botocore.exceptions.ConnectionClosedError,
+                                          botocore.exceptions.ReadTimeoutError,
+                                          botocore.exceptions.ResponseStreamingError,
+                                          botocore.exceptions.IncompleteReadError)) \
+                or type(exc).__name__ in transient_names:
+            return errors.TransientError('connection to %s failed during %s: %s' % (url, step, text),
+                                         step=step, cause='transient network error (%s)' % type(exc).__name__,
+                                         key=key)
+        if any(isinstance(e, socket.gaierror) for e in chain) or any(m in text for m in _DNS_MARKERS):
+            host = self.url or url
+            return errors.ConnectError('cannot resolve host of %s (DNS lookup failed)' % host,
+                                       step=step, cause='DNS lookup failed', key=key)
+        if any(isinstance(e, ConnectionRefusedError) for e in chain) or 'Connection refused' in text:
+            return errors.ConnectError('cannot connect to %s: connection refused' % url,
+                                       step=step, cause='connection refused', key=key)
+        if HAS_BOTO3 and isinstance(exc, botocore.exceptions.ConnectTimeoutError):
+            return errors.ConnectError('cannot connect to %s: connection timed out' % url,
+                                       step=step, cause='connection timed out', key=key)
+        if HAS_BOTO3 and isinstance(exc, botocore.exceptions.EndpointConnectionError):
+            return errors.ConnectError('cannot connect to %s: %s' % (url, text), step=step,
+                                       cause='connection failed', key=key)
+        if names & set(transient_names) or isinstance(exc, (socket.timeout, ConnectionError)):
+            return errors.TransientError('connection to %s failed during %s: %s' % (url, step, text),
+                                         step=step, cause='transient network error (%s)' % type(exc).__name__,
+                                         key=key)
+        if HAS_BOTO3 and isinstance(exc, botocore.exceptions.ParamValidationError):
+            return errors.ConfigError('invalid S3 request during %s on %s: %s' % (step, what, text),
+                                      step=step, key=key)
+        return errors.ObjstoreError('S3 %s failed on %s: %s: %s' % (step, what, type(exc).__name__, text),
+                                    step=step, cause='S3 error (%s)' % type(exc).__name__, key=key)
+
+    # -- lifecycle ----------------------------------------------------------
+    def check_access(self, create_bucket=False):
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return
+        except Exception as exc:
+            mapped = self._map_error(exc, 'check_access')
+        if isinstance(mapped, errors.AccessDeniedError):
+            # HEAD answers carry no body: a bare 403 may be bad credentials. Ask again with a
+            # request whose error has a code (ListObjectsV2 answers SignatureDoesNotMatch etc.).
+            try:
+                self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+                return
+            except Exception as exc:
+                mapped = self._map_error(exc, 'check_access')
+        if isinstance(mapped, (errors.ObjectMissingError, errors.BucketMissingError)):
+            if not (create_bucket or self.create_bucket_default):
+                raise errors.BucketMissingError(
+                    'bucket %s does not exist on %s (set create_bucket: true to create it)' % (self.bucket, self.where),
+                    step='check_access', cause='missing bucket')
+            self._create_bucket()
+            return
+        raise mapped
+
+    def _create_bucket(self):
+        kwargs = {'Bucket': self.bucket}
+        if self.region and self.region != 'us-east-1':
+            kwargs['CreateBucketConfiguration'] = {'LocationConstraint': self.region}
+        try:
+            self.client.create_bucket(**kwargs)
+        except Exception as exc:
+            if HAS_BOTO3 and isinstance(exc, botocore.exceptions.ClientError) and \
+                    (exc.response.get('Error') or {}).get('Code') in ('BucketAlreadyOwnedByYou',):
+                return
+            raise self._map_error(exc, 'create_bucket')
+
+    def close(self):
+        client, self.client = getattr(self, 'client', None), None
+        if client is not None and hasattr(client, 'close'):
+            client.close()
+
+    # -- retention ------------------------------------------------------------
+    @property
+    def supports_retention(self):
+        if self._retention is None:
+            try:
+                answer = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                config = answer.get('ObjectLockConfiguration') or {}
+                self._retention = config.get('ObjectLockEnabled') == 'Enabled'
+            except Exception as exc:
+                mapped = self._map_error(exc, 'retention')
+                if isinstance(mapped, (errors.ConnectError, errors.AuthError, errors.TransientError,
+                                       errors.BucketMissingError)):
+                    raise mapped
+                # ObjectLockConfigurationNotFoundError, NotImplemented, AccessDenied: not usable.
+                self._retention = False
+        return self._retention
+
+    def _retention_args(self, immutable, retain_seconds):
+        if not immutable and not retain_seconds:
+            return {}
+        if not self.supports_retention:
+            raise errors.RetentionError(
+                'bucket %s on %s does not have S3 Object Lock enabled: cannot keep objects immutable/retained '
+                '(create the bucket with Object Lock enabled, or drop immutable/retain_seconds)'
+                % (self.bucket, self.where), step='put', cause='retention not supported')
+        args = {}
+        if retain_seconds:
+            until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=int(retain_seconds))
+            args['ObjectLockMode'] = 'COMPLIANCE' if immutable else 'GOVERNANCE'
+            args['ObjectLockRetainUntilDate'] = until
+        else:
+            # Immutable without a period: a legal hold keeps the version until it is lifted.
+            args['ObjectLockLegalHoldStatus'] = 'ON'
+        return args
+
+    # -- objects --------------------------------------------------------------
+    def list(self, prefix=''):
+        full = self.prefix + (prefix or '')
+        cut = len(self.prefix)
+        try:
+            pages = self.client.get_paginator('list_objects_v2').paginate(
+                Bucket=self.bucket, Prefix=full, PaginationConfig={'PageSize': PAGE_SIZE})
+            for page in pages:
+                for item in page.get('Contents') or ():
+                    name = item['Key']
+                    if not name.startswith(self.prefix):
+                        continue
+                    yield ObjectInfo(name[cut:], size=item.get('Size'),
+                                     etag=(item.get('ETag') or '').strip('"') or None)
+        except errors.ObjstoreError:
+            raise
+        except Exception as exc:
+            raise self._map_error(exc, 'list')
+
+    def stat(self, key):
+        try:
+            answer = self.client.head_object(Bucket=self.bucket, Key=self._object_name(key))
+        except Exception as exc:
+            mapped = self._map_error(exc, 'stat', key)
+            if isinstance(mapped, errors.ObjectMissingError):
+                return None
+            raise mapped
+        return ObjectInfo(key, size=answer.get('ContentLength'), etag=(answer.get('ETag') or '').strip('"') or None,
+                          metadata=answer.get('Metadata') or {})
+
+    def open(self, key):
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self._object_name(key))
+        except Exception as exc:
+            raise self._map_error(exc, 'open', key)
+        return _S3Reader(self, answer['Body'], key)
+
+    def delete(self, key):
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._object_name(key))
+        except Exception as exc:
+            mapped = self._map_error(exc, 'delete', key)
+            if isinstance(mapped, errors.ObjectMissingError):
+                return
+            raise mapped
+
+    def put(self, key, stream, size=None, immutable=False, retain_seconds=None, metadata=None):
+        extra = self._retention_args(immutable, retain_seconds)
+        if metadata:
+            extra['Metadata'] = dict((str(k), str(v)) for k, v in metadata.items())
+        name = self._object_name(key)
+        try:
+            if size is not None and size <= self.threshold:
+                data = _read_exactly(stream, size)
+                if len(data) != size:
+                    raise errors.IntegrityError('stream for %s ended after %d of %d bytes' % (key, len(data), size),
+                                                step='put', key=key)
+                self.client.put_object(Bucket=self.bucket, Key=name, Body=data, **extra)
+                return
+            first = _read_exactly(stream, self.threshold if size is None else self._part_size(size))
+            if size is None and len(first) < self.threshold:
+                # Unknown size, but the whole stream fits below the threshold.
+                self.client.put_object(Bucket=self.bucket, Key=name, Body=first, **extra)
+                return
+        except errors.ObjstoreError:
+            raise
+        except Exception as exc:
+            raise self._map_error(exc, 'put', key)
+        self._multipart(key, name, stream, size, first, extra)
+
+    def _part_size(self, size):
+        part = self.chunk_size
+        if size is not None and size > part * MAX_PARTS:
+            part = -(-size // MAX_PARTS)
+        return part
+
+    def _multipart(self, key, name, stream, size, first, extra):
+        try:
+            upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=name, ChecksumAlgorithm='CRC32',
+                                                         **extra)
+        except Exception as exc:
+            raise self._map_error(exc, 'put', key)
+        upload_id = upload['UploadId']
+        parts = []
+        total = 0
+        try:
+            data = first
+            if size is None and len(data) < self.chunk_size:
+                data += _read_exactly(stream, self.chunk_size - len(data))
+            number = 1
+            while True:
+                if not data and number > 1:
+                    break
+                answer = self.client.upload_part(Bucket=self.bucket, Key=name, UploadId=upload_id,
+                                                 PartNumber=number, Body=data, ChecksumAlgorithm='CRC32')
+                part = {'PartNumber': number, 'ETag': answer['ETag']}
+                if answer.get('ChecksumCRC32'):
+                    part['ChecksumCRC32'] = answer['ChecksumCRC32']
+                parts.append(part)
+                total += len(data)
+                if size is not None and total >= size:
+                    break
+                number += 1
+                if number > MAX_PARTS:
+                    raise errors.ObjstoreError('object %s needs more than %d parts; raise multipart_chunksize_mb'
+                                               % (key, MAX_PARTS), step='put', key=key)
+                part_size = self._part_size(size)
+                if size is None and number > MAX_PARTS // 2:
+                    # Unknown size: grow parts so that very large streams still fit in 10,000 parts.
+                    part_size *= 1 + (number - MAX_PARTS // 2) // 500
+                data = _read_exactly(stream, part_size)
+            if size is not None and total != size:
+                raise errors.IntegrityError('stream for %s ended after %d of %d bytes' % (key, total, size),
+                                            step='put', key=key)
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id,
+                                                  MultipartUpload={'Parts': parts})
+        except BaseException as exc:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
+            except Exception:  # the original failure is what matters; the server expires stale uploads
+                pass
+            if isinstance(exc, errors.ObjstoreError) or not isinstance(exc, Exception):
+                raise
+            raise self._map_error(exc, 'put', key)
