@@ -13,7 +13,7 @@ export PYTHONPATH := $(COLL_ROOT)
 export ANSIBLE_COLLECTIONS_PATH := $(COLL_ROOT)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help venv venv219 link stack-up stack-down test unit integration sanity sanity219 unit219 lint molecule demo bench bench-smoke clean
+.PHONY: help venv venv219 link sanity-tree stack-up stack-down test unit unit219 integration sanity sanity219 lint molecule demo bench bench-smoke clean
 
 help:
 	@echo "make demo   - set everything up and run the cutover demo on the local stack"
@@ -39,3 +39,68 @@ $(VENV219)/.installed: requirements/ansible219.txt
 link:
 	@mkdir -p $(dir $(COLL_LINK))
 	@ln -sfn $(ROOT) $(COLL_LINK)
+
+# ansible-test needs the tree laid out as ansible_collections/storeshift/objstore and outside
+# any git work tree that ignores it; it is refreshed from the files git tracks or would track.
+sanity-tree:
+	@rm -rf $(ROOT)/.build/sanity-root && mkdir -p $(ROOT)/.build/sanity-root
+	@tmp=$$(mktemp -d /tmp/objstore-sanity.XXXXXX) && \
+	  mkdir -p $$tmp/ansible_collections/storeshift/objstore && \
+	  git ls-files --cached --others --exclude-standard -z | \
+	    xargs -0 -I{} cp --parents {} $$tmp/ansible_collections/storeshift/objstore/ 2>/dev/null; \
+	  echo $$tmp > $(ROOT)/.build/sanity-root/path
+	@bash tests/sanity/prime_get_pip.sh
+
+stack-up: venv link
+	$(PY) tests/stack/stack.py up
+
+stack-down:
+	@if [ -x $(PY) ]; then $(PY) tests/stack/stack.py down; fi
+
+unit: venv link
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+integration: venv link
+	$(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+unit219: venv219 link
+	$(VENV219)/bin/python -m pytest -q -p no:cacheprovider tests/unit
+
+sanity: venv sanity-tree
+	cd $$(cat $(ROOT)/.build/sanity-root/path)/ansible_collections/storeshift/objstore && \
+	  $(VENV)/bin/ansible-test sanity --python 3.12 --requirements --color no
+
+sanity219: venv219 sanity-tree
+	cd $$(cat $(ROOT)/.build/sanity-root/path)/ansible_collections/storeshift/objstore && \
+	  PATH=$(VENV219)/bin:$$PATH $(VENV219)/bin/ansible-test sanity --python 3.11 --requirements --color no
+
+lint: venv link
+	$(VENV)/bin/ansible-lint --profile production
+
+molecule: venv link
+	cd extensions && $(VENV)/bin/molecule test --all
+
+bench-smoke: venv link
+	$(PY) bench/bench.py --smoke
+
+bench: venv link stack-up
+	$(PY) bench/bench.py
+
+# The full suite: the stack is always brought down, even when a step fails.
+test: venv venv219 link
+	@rc=0; \
+	$(MAKE) --no-print-directory stack-up || rc=1; \
+	if [ $$rc -eq 0 ]; then \
+	  for step in unit unit219 integration molecule bench-smoke sanity sanity219 lint; do \
+	    echo "=== make $$step"; \
+	    $(MAKE) --no-print-directory $$step || { echo "=== FAILED: make $$step"; rc=1; }; \
+	  done; \
+	fi; \
+	$(MAKE) --no-print-directory stack-down; \
+	exit $$rc
+
+demo: venv link stack-up
+	$(PY) tests/demo/demo.py
+
+clean: stack-down
+	rm -rf .build .venv .venv219 .stack

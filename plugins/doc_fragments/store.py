@@ -29,8 +29,9 @@ requirements:
   - PyYAML (to read application config files)
 notes:
   - "A store spec has Anchore's shape: C(storage_driver.name), C(storage_driver.config),
-    C(compression.enabled), C(compression.min_size_kbytes). Drivers are C(db), C(db2) (PostgreSQL tables of Anchore), C(s3), C(rustfs)
-    (the RustFS HTTP API of the StellaOps runbook) and C(localfs)."
+    C(compression.enabled), C(compression.min_size_kbytes). Drivers are C(db), C(db2)
+    (PostgreSQL tables of Anchore), C(s3), C(rustfs) (the RustFS HTTP API of the StellaOps
+    runbook) and C(localfs)."
   - Instead of a spec, O(ignore:config_file) and O(ignore:section) read the spec
     from an application config file; sections are C(object_store), C(archive),
     C(analysis_archive) (Anchore C(services.catalog.*)) and C(artifact_store)
@@ -42,7 +43,7 @@ notes:
 options:
   store:
     description:
-      - The store, as an Anchore-shape spec or C(config_file) + C(section).
+      - The store, as an Anchore-shape spec, or C(config_file) and C(section).
     type: dict
     required: true
     suboptions:
@@ -56,48 +57,97 @@ options:
             required: true
           config:
             description:
-              - Driver configuration. C(s3) takes C(access_key), C(secret_key), C(session_token), C(iamauto),
-                C(url), C(region), C(bucket), C(create_bucket), C(prefix), C(validate_certs), C(ca_bundle),
-                C(addressing_style), C(multipart_threshold_mb), C(multipart_chunksize_mb), C(connect_timeout),
-                C(read_timeout), C(max_pool_connections).
+              - Driver configuration; each driver takes only its own keys.
+              - C(s3) takes the keys of Anchore's s3 section plus TLS, addressing and tuning keys.
               - C(rustfs) takes C(endpoint), C(bucket), C(api_key_header), C(api_key), C(timeout_seconds),
-                C(validate_certs), C(ca_bundle), C(prefix).
-              - C(localfs) takes C(archive_data_dir) (absolute). C(db) and C(db2) take nothing (see O(db_connect)).
+                C(validate_certs), C(ca_bundle) and C(prefix).
+              - C(localfs) takes C(archive_data_dir). C(db) and C(db2) take nothing (see O(db_connect)).
             type: dict
             suboptions:
-              access_key: {description: S3 access key id., type: str}
-              secret_key: {description: S3 secret key. Never shown in output., type: str}
-              session_token: {description: S3 session token., type: str}
-              iamauto: {description: Use the AWS default credential chain instead of keys., type: bool}
-              url: {description: S3 endpoint URL (omit for AWS)., type: raw}
-              region: {description: S3 region (C(false) or null means unset, as in Anchore configs)., type: raw}
-              bucket: {description: Bucket (s3 and rustfs)., type: str}
-              create_bucket: {description: Create the bucket when missing., type: bool}
-              prefix: {description: Key prefix joined to every key with no separator, as Anchore does., type: str}
-              validate_certs: {description: Verify TLS certificates (default true)., type: bool}
-              ca_bundle: {description: Absolute path of a CA bundle for TLS verification., type: path}
-              addressing_style: {description: S3 addressing style (default C(path) when O(store.storage_driver.config.url) is set)., type: str, choices: [path, virtual, auto]}
-              multipart_threshold_mb: {description: Objects above this size are uploaded in parts (default 8)., type: int}
-              multipart_chunksize_mb: {description: Part size for multipart uploads (default 8)., type: int}
-              connect_timeout: {description: Connect timeout in seconds., type: int}
-              read_timeout: {description: Read timeout in seconds., type: int}
-              max_pool_connections: {description: HTTP connection pool size (default 64)., type: int}
-              endpoint: {description: RustFS API endpoint, C(http(s)://host:port)., type: str}
-              api_key_header: {description: Header carrying the RustFS API key (default C(X-API-Key))., type: str}
-              api_key: {description: RustFS API key. Never shown in output., type: str}
-              timeout_seconds: {description: RustFS request timeout (default 30)., type: int}
-              archive_data_dir: {description: Root directory of a C(localfs) store (absolute)., type: path}
+              access_key:
+                description: S3 access key id. Never shown in output.
+                type: str
+              secret_key:
+                description: S3 secret key. Never shown in output.
+                type: str
+              session_token:
+                description: S3 session token. Never shown in output.
+                type: str
+              iamauto:
+                description: Use the AWS default credential chain instead of keys.
+                type: bool
+              url:
+                description: S3 endpoint URL; omit for AWS.
+                type: raw
+              region:
+                description: S3 region; V(false) or null mean unset, as in Anchore configs.
+                type: raw
+              bucket:
+                description: Bucket, for C(s3) and C(rustfs).
+                type: str
+              create_bucket:
+                description: Create the bucket when missing.
+                type: bool
+              prefix:
+                description: Key prefix joined to every key with no separator, as Anchore does.
+                type: str
+              validate_certs:
+                description: Verify TLS certificates; default true.
+                type: bool
+              ca_bundle:
+                description: Absolute path of a CA bundle for TLS verification.
+                type: path
+              addressing_style:
+                description: S3 addressing style; default C(path) when C(url) is set.
+                type: str
+                choices: [path, virtual, auto]
+              multipart_threshold_mb:
+                description: Objects above this size in MiB are uploaded in parts; default 8.
+                type: int
+              multipart_chunksize_mb:
+                description: Part size in MiB for multipart uploads; default 8.
+                type: int
+              connect_timeout:
+                description: Connect timeout in seconds.
+                type: int
+              read_timeout:
+                description: Read timeout in seconds.
+                type: int
+              max_pool_connections:
+                description: HTTP connection pool size; default 64.
+                type: int
+              endpoint:
+                description: RustFS API endpoint, C(http://host:port) or C(https://host:port).
+                type: str
+              api_key_header:
+                description: Header carrying the RustFS API key; default C(X-API-Key).
+                type: str
+              api_key:
+                description: RustFS API key. Never shown in output.
+                type: str
+              timeout_seconds:
+                description: RustFS request timeout in seconds; default 30.
+                type: int
+              archive_data_dir:
+                description: Root directory of a C(localfs) store (absolute).
+                type: path
       compression:
         description: Compression of stored objects, as in Anchore's C(compression) section.
         type: dict
         suboptions:
-          enabled: {description: Compress objects larger than O(store.compression.min_size_kbytes)., type: bool, default: false}
-          min_size_kbytes: {description: Size threshold in KiB., type: int, default: 100}
+          enabled:
+            description: Compress objects larger than C(min_size_kbytes) (zstd; Anchore's zlib in the anchore layout).
+            type: bool
+            default: false
+          min_size_kbytes:
+            description: Size threshold in KiB.
+            type: int
+            default: 100
       config_file:
         description: Read the spec from this application config file (absolute path) instead.
         type: path
       section:
-        description: Section of O(store.config_file) to read.
+        description: Section of C(config_file) to read.
         type: str
         choices: [object_store, archive, analysis_archive, artifact_store]
 '''
@@ -106,7 +156,7 @@ options:
 options:
   source:
     description:
-      - The store to copy from: an Anchore-shape spec or C(config_file) + C(section).
+      - The store to copy from, as an Anchore-shape spec, or C(config_file) and C(section).
     type: dict
     required: true
     suboptions:
@@ -120,53 +170,102 @@ options:
             required: true
           config:
             description:
-              - Driver configuration. C(s3) takes C(access_key), C(secret_key), C(session_token), C(iamauto),
-                C(url), C(region), C(bucket), C(create_bucket), C(prefix), C(validate_certs), C(ca_bundle),
-                C(addressing_style), C(multipart_threshold_mb), C(multipart_chunksize_mb), C(connect_timeout),
-                C(read_timeout), C(max_pool_connections).
+              - Driver configuration; each driver takes only its own keys.
+              - C(s3) takes the keys of Anchore's s3 section plus TLS, addressing and tuning keys.
               - C(rustfs) takes C(endpoint), C(bucket), C(api_key_header), C(api_key), C(timeout_seconds),
-                C(validate_certs), C(ca_bundle), C(prefix).
-              - C(localfs) takes C(archive_data_dir) (absolute). C(db) and C(db2) take nothing (see O(db_connect)).
+                C(validate_certs), C(ca_bundle) and C(prefix).
+              - C(localfs) takes C(archive_data_dir). C(db) and C(db2) take nothing (see O(db_connect)).
             type: dict
             suboptions:
-              access_key: {description: S3 access key id., type: str}
-              secret_key: {description: S3 secret key. Never shown in output., type: str}
-              session_token: {description: S3 session token., type: str}
-              iamauto: {description: Use the AWS default credential chain instead of keys., type: bool}
-              url: {description: S3 endpoint URL (omit for AWS)., type: raw}
-              region: {description: S3 region (C(false) or null means unset, as in Anchore configs)., type: raw}
-              bucket: {description: Bucket (s3 and rustfs)., type: str}
-              create_bucket: {description: Create the bucket when missing., type: bool}
-              prefix: {description: Key prefix joined to every key with no separator, as Anchore does., type: str}
-              validate_certs: {description: Verify TLS certificates (default true)., type: bool}
-              ca_bundle: {description: Absolute path of a CA bundle for TLS verification., type: path}
-              addressing_style: {description: S3 addressing style (default C(path) when O(source.storage_driver.config.url) is set)., type: str, choices: [path, virtual, auto]}
-              multipart_threshold_mb: {description: Objects above this size are uploaded in parts (default 8)., type: int}
-              multipart_chunksize_mb: {description: Part size for multipart uploads (default 8)., type: int}
-              connect_timeout: {description: Connect timeout in seconds., type: int}
-              read_timeout: {description: Read timeout in seconds., type: int}
-              max_pool_connections: {description: HTTP connection pool size (default 64)., type: int}
-              endpoint: {description: RustFS API endpoint, C(http(s)://host:port)., type: str}
-              api_key_header: {description: Header carrying the RustFS API key (default C(X-API-Key))., type: str}
-              api_key: {description: RustFS API key. Never shown in output., type: str}
-              timeout_seconds: {description: RustFS request timeout (default 30)., type: int}
-              archive_data_dir: {description: Root directory of a C(localfs) store (absolute)., type: path}
+              access_key:
+                description: S3 access key id. Never shown in output.
+                type: str
+              secret_key:
+                description: S3 secret key. Never shown in output.
+                type: str
+              session_token:
+                description: S3 session token. Never shown in output.
+                type: str
+              iamauto:
+                description: Use the AWS default credential chain instead of keys.
+                type: bool
+              url:
+                description: S3 endpoint URL; omit for AWS.
+                type: raw
+              region:
+                description: S3 region; V(false) or null mean unset, as in Anchore configs.
+                type: raw
+              bucket:
+                description: Bucket, for C(s3) and C(rustfs).
+                type: str
+              create_bucket:
+                description: Create the bucket when missing.
+                type: bool
+              prefix:
+                description: Key prefix joined to every key with no separator, as Anchore does.
+                type: str
+              validate_certs:
+                description: Verify TLS certificates; default true.
+                type: bool
+              ca_bundle:
+                description: Absolute path of a CA bundle for TLS verification.
+                type: path
+              addressing_style:
+                description: S3 addressing style; default C(path) when C(url) is set.
+                type: str
+                choices: [path, virtual, auto]
+              multipart_threshold_mb:
+                description: Objects above this size in MiB are uploaded in parts; default 8.
+                type: int
+              multipart_chunksize_mb:
+                description: Part size in MiB for multipart uploads; default 8.
+                type: int
+              connect_timeout:
+                description: Connect timeout in seconds.
+                type: int
+              read_timeout:
+                description: Read timeout in seconds.
+                type: int
+              max_pool_connections:
+                description: HTTP connection pool size; default 64.
+                type: int
+              endpoint:
+                description: RustFS API endpoint, C(http://host:port) or C(https://host:port).
+                type: str
+              api_key_header:
+                description: Header carrying the RustFS API key; default C(X-API-Key).
+                type: str
+              api_key:
+                description: RustFS API key. Never shown in output.
+                type: str
+              timeout_seconds:
+                description: RustFS request timeout in seconds; default 30.
+                type: int
+              archive_data_dir:
+                description: Root directory of a C(localfs) store (absolute).
+                type: path
       compression:
         description: Compression of stored objects, as in Anchore's C(compression) section.
         type: dict
         suboptions:
-          enabled: {description: Compress objects larger than O(source.compression.min_size_kbytes)., type: bool, default: false}
-          min_size_kbytes: {description: Size threshold in KiB., type: int, default: 100}
+          enabled:
+            description: Compress objects larger than C(min_size_kbytes) (zstd; Anchore's zlib in the anchore layout).
+            type: bool
+            default: false
+          min_size_kbytes:
+            description: Size threshold in KiB.
+            type: int
+            default: 100
       config_file:
         description: Read the spec from this application config file (absolute path) instead.
         type: path
       section:
-        description: Section of O(source.config_file) to read.
+        description: Section of C(config_file) to read.
         type: str
         choices: [object_store, archive, analysis_archive, artifact_store]
   dest:
     description:
-      - The store to copy to: an Anchore-shape spec or C(config_file) + C(section).
+      - The store to copy to, as an Anchore-shape spec, or C(config_file) and C(section).
     type: dict
     required: true
     suboptions:
@@ -180,48 +279,97 @@ options:
             required: true
           config:
             description:
-              - Driver configuration. C(s3) takes C(access_key), C(secret_key), C(session_token), C(iamauto),
-                C(url), C(region), C(bucket), C(create_bucket), C(prefix), C(validate_certs), C(ca_bundle),
-                C(addressing_style), C(multipart_threshold_mb), C(multipart_chunksize_mb), C(connect_timeout),
-                C(read_timeout), C(max_pool_connections).
+              - Driver configuration; each driver takes only its own keys.
+              - C(s3) takes the keys of Anchore's s3 section plus TLS, addressing and tuning keys.
               - C(rustfs) takes C(endpoint), C(bucket), C(api_key_header), C(api_key), C(timeout_seconds),
-                C(validate_certs), C(ca_bundle), C(prefix).
-              - C(localfs) takes C(archive_data_dir) (absolute). C(db) and C(db2) take nothing (see O(db_connect)).
+                C(validate_certs), C(ca_bundle) and C(prefix).
+              - C(localfs) takes C(archive_data_dir). C(db) and C(db2) take nothing (see O(db_connect)).
             type: dict
             suboptions:
-              access_key: {description: S3 access key id., type: str}
-              secret_key: {description: S3 secret key. Never shown in output., type: str}
-              session_token: {description: S3 session token., type: str}
-              iamauto: {description: Use the AWS default credential chain instead of keys., type: bool}
-              url: {description: S3 endpoint URL (omit for AWS)., type: raw}
-              region: {description: S3 region (C(false) or null means unset, as in Anchore configs)., type: raw}
-              bucket: {description: Bucket (s3 and rustfs)., type: str}
-              create_bucket: {description: Create the bucket when missing., type: bool}
-              prefix: {description: Key prefix joined to every key with no separator, as Anchore does., type: str}
-              validate_certs: {description: Verify TLS certificates (default true)., type: bool}
-              ca_bundle: {description: Absolute path of a CA bundle for TLS verification., type: path}
-              addressing_style: {description: S3 addressing style (default C(path) when O(dest.storage_driver.config.url) is set)., type: str, choices: [path, virtual, auto]}
-              multipart_threshold_mb: {description: Objects above this size are uploaded in parts (default 8)., type: int}
-              multipart_chunksize_mb: {description: Part size for multipart uploads (default 8)., type: int}
-              connect_timeout: {description: Connect timeout in seconds., type: int}
-              read_timeout: {description: Read timeout in seconds., type: int}
-              max_pool_connections: {description: HTTP connection pool size (default 64)., type: int}
-              endpoint: {description: RustFS API endpoint, C(http(s)://host:port)., type: str}
-              api_key_header: {description: Header carrying the RustFS API key (default C(X-API-Key))., type: str}
-              api_key: {description: RustFS API key. Never shown in output., type: str}
-              timeout_seconds: {description: RustFS request timeout (default 30)., type: int}
-              archive_data_dir: {description: Root directory of a C(localfs) store (absolute)., type: path}
+              access_key:
+                description: S3 access key id. Never shown in output.
+                type: str
+              secret_key:
+                description: S3 secret key. Never shown in output.
+                type: str
+              session_token:
+                description: S3 session token. Never shown in output.
+                type: str
+              iamauto:
+                description: Use the AWS default credential chain instead of keys.
+                type: bool
+              url:
+                description: S3 endpoint URL; omit for AWS.
+                type: raw
+              region:
+                description: S3 region; V(false) or null mean unset, as in Anchore configs.
+                type: raw
+              bucket:
+                description: Bucket, for C(s3) and C(rustfs).
+                type: str
+              create_bucket:
+                description: Create the bucket when missing.
+                type: bool
+              prefix:
+                description: Key prefix joined to every key with no separator, as Anchore does.
+                type: str
+              validate_certs:
+                description: Verify TLS certificates; default true.
+                type: bool
+              ca_bundle:
+                description: Absolute path of a CA bundle for TLS verification.
+                type: path
+              addressing_style:
+                description: S3 addressing style; default C(path) when C(url) is set.
+                type: str
+                choices: [path, virtual, auto]
+              multipart_threshold_mb:
+                description: Objects above this size in MiB are uploaded in parts; default 8.
+                type: int
+              multipart_chunksize_mb:
+                description: Part size in MiB for multipart uploads; default 8.
+                type: int
+              connect_timeout:
+                description: Connect timeout in seconds.
+                type: int
+              read_timeout:
+                description: Read timeout in seconds.
+                type: int
+              max_pool_connections:
+                description: HTTP connection pool size; default 64.
+                type: int
+              endpoint:
+                description: RustFS API endpoint, C(http://host:port) or C(https://host:port).
+                type: str
+              api_key_header:
+                description: Header carrying the RustFS API key; default C(X-API-Key).
+                type: str
+              api_key:
+                description: RustFS API key. Never shown in output.
+                type: str
+              timeout_seconds:
+                description: RustFS request timeout in seconds; default 30.
+                type: int
+              archive_data_dir:
+                description: Root directory of a C(localfs) store (absolute).
+                type: path
       compression:
         description: Compression of stored objects, as in Anchore's C(compression) section.
         type: dict
         suboptions:
-          enabled: {description: Compress objects larger than O(dest.compression.min_size_kbytes)., type: bool, default: false}
-          min_size_kbytes: {description: Size threshold in KiB., type: int, default: 100}
+          enabled:
+            description: Compress objects larger than C(min_size_kbytes) (zstd; Anchore's zlib in the anchore layout).
+            type: bool
+            default: false
+          min_size_kbytes:
+            description: Size threshold in KiB.
+            type: int
+            default: 100
       config_file:
         description: Read the spec from this application config file (absolute path) instead.
         type: path
       section:
-        description: Section of O(dest.config_file) to read.
+        description: Section of C(config_file) to read.
         type: str
         choices: [object_store, archive, analysis_archive, artifact_store]
 '''

@@ -633,4 +633,3 @@ class _Throttled(object):
         close = getattr(self._raw, 'close', None)
         if close:
             close()
-

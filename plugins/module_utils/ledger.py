@@ -116,6 +116,14 @@ def default_ledger_path():
     return os.path.join(os.path.expanduser('~'), '.storeshift', 'ledger.sqlite')
 
 
+def resolve_location(location):
+    """The ledger location with the default applied and ``~`` expanded."""
+    location = location or default_ledger_path()
+    if location.startswith('~'):
+        location = os.path.expanduser(location)
+    return location
+
+
 def new_migration_id():
     return time.strftime('%Y%m%dT%H%M%S', time.gmtime()) + '-' + uuid.uuid4().hex[:8]
 
@@ -137,7 +145,7 @@ class Ledger(object):
     """Thread-safe access to the ledger database (one connection, one lock)."""
 
     def __init__(self, location=None, create=True):
-        self.location = location or default_ledger_path()
+        self.location = resolve_location(location)
         self.is_postgres = is_postgres_location(self.location)
         self.description = redact_dsn(self.location) if self.is_postgres else self.location
         self._secret = dsn_password(self.location) if self.is_postgres else None

@@ -126,6 +126,10 @@ class ObjstoreModule(object):
         self._secrets.extend(spec.secrets())
         return spec
 
+    @property
+    def secrets(self):
+        return [s for s in self._secrets if s]
+
     def add_secrets(self, values):
         self._secrets.extend(v for v in values if v)
 

@@ -273,7 +273,7 @@ def _parse_env_file(text):
             line = line[7:].strip()
         if '=' not in line:
             continue
-        key, _, value = line.partition('=')
+        key, _sep, value = line.partition('=')
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in '"\'':
             value = value[1:-1]

@@ -81,7 +81,7 @@ def normalize_dsn(dsn):
     return re.sub(r'^(postgres(?:ql)?)\+[A-Za-z0-9_]+://', r'\1://', dsn)
 
 
-def _dsn_params(dsn):
+def dsn_params(dsn):
     """host, port, user and dbname of a DSN (best effort, never raises)."""
     params = {}
     if HAS_PSYCOPG2:
@@ -93,7 +93,7 @@ def _dsn_params(dsn):
 
 
 def _where(dsn):
-    params = _dsn_params(dsn)
+    params = dsn_params(dsn)
     host = params.get('host') or 'localhost'
     port = params.get('port') or '5432'
     if host.startswith('/'):
@@ -115,7 +115,7 @@ def map_pg_error(exc, dsn, step):
     if isinstance(exc, errors.ObjstoreError):
         return exc
     secrets = [dsn_password(dsn), dsn, normalize_dsn(dsn) if isinstance(dsn, str) else None]
-    params = _dsn_params(dsn) if dsn else {}
+    params = dsn_params(dsn) if dsn else {}
     user = params.get('user') or 'the connecting user'
     dbname = params.get('dbname') or params.get('user') or 'postgres'
     where = _where(dsn) if dsn else 'PostgreSQL'

@@ -69,6 +69,26 @@ def _chain(exc):
     return seen
 
 
+class _SourceError(Exception):
+    """Carries an exception raised by the caller's stream through requests, to re-raise it unmapped.
+
+    Not an OSError, so neither urllib3 nor requests wraps it into a connection error.
+    """
+
+    def __init__(self, error):
+        super(_SourceError, self).__init__(str(error))
+        self.error = error
+
+
+def _read_source(stream, size):
+    try:
+        return stream.read(size)
+    except errors.ObjstoreError:
+        raise
+    except Exception as exc:  # the source's own failure, not the server's
+        raise _SourceError(exc)
+
+
 class _SizedReader(object):
     """A file-like giving requests a Content-Length and exactly ``size`` bytes of ``stream``."""
 
@@ -85,7 +105,7 @@ class _SizedReader(object):
             return b''
         if size is None or size < 0 or size > self._left:
             size = self._left
-        data = self._stream.read(size)
+        data = _read_source(self._stream, size)
         if not data:
             raise errors.IntegrityError('the source stream ended %d bytes short of its announced size' % self._left,
                                         step='put')
@@ -95,7 +115,7 @@ class _SizedReader(object):
 
 def _chunks(stream):
     while True:
-        data = stream.read(UPLOAD_CHUNK)
+        data = _read_source(stream, UPLOAD_CHUNK)
         if not data:
             return
         yield data
@@ -188,6 +208,8 @@ class RustfsStore(ObjectStore):
             response = self._session().request(method, url, timeout=(self.timeout, self.timeout), **kwargs)
         except errors.ObjstoreError:
             raise
+        except _SourceError as exc:
+            raise exc.error
         except Exception as exc:
             raise self._map_error(exc, step, key)
         if response.status_code not in ok and response.status_code >= 300:

@@ -68,12 +68,23 @@ def _chain(exc):
     return seen
 
 
+class _SourceError(Exception):
+    """Carries an exception raised by the caller's stream, so it is re-raised unmapped."""
+
+    def __init__(self, error):
+        super(_SourceError, self).__init__(str(error))
+        self.error = error
+
+
 def _read_exactly(stream, size):
     """Read ``size`` bytes from ``stream`` (fewer only at end of stream)."""
     parts = []
     got = 0
     while got < size:
-        chunk = stream.read(size - got)
+        try:
+            chunk = stream.read(size - got)
+        except Exception as exc:  # the source's own failure: re-raised as is by put()
+            raise _SourceError(exc)
         if not chunk:
             break
         parts.append(chunk)
@@ -415,6 +426,8 @@ class S3Store(ObjectStore):
                 return
         except errors.ObjstoreError:
             raise
+        except _SourceError as exc:
+            raise exc.error
         except Exception as exc:
             raise self._map_error(exc, 'put', key)
         self._multipart(key, name, stream, size, first, extra)
@@ -470,6 +483,8 @@ class S3Store(ObjectStore):
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
             except Exception:  # the original failure is what matters; the server expires stale uploads
                 pass
+            if isinstance(exc, _SourceError):
+                raise exc.error
             if isinstance(exc, errors.ObjstoreError) or not isinstance(exc, Exception):
                 raise
             raise self._map_error(exc, 'put', key)

@@ -20,7 +20,7 @@ description:
     missing API key, ...).
   - In check mode only the connection and bucket are checked; nothing is written.
 author:
-  - storeshift.objstore maintainers
+  - Storeshift Maintainers (@storeshift)
 options:
   create_bucket:
     description:

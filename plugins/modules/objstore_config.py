@@ -162,6 +162,11 @@ store:
   returned: always
   type: raw
   sample: {driver: rustfs, endpoint: "http://stellaops-rustfs:8080", bucket: scanner-artifacts, timeoutSeconds: 30}
+up_to_date:
+  description: Whether the section already held O(store) (nothing to write). Useful with check mode.
+  returned: always
+  type: bool
+  sample: false
 mode:
   description: The file's mode (octal string), unchanged by the module.
   returned: always
@@ -209,7 +214,7 @@ def run_module():
         where = appconfig.ENV_PREFIX + '*' if result['kind'] == 'env' else 'scanner.artifactStore'
     out = dict(changed=result['changed'], path=path, section=where, format=result['kind'],
                previous=appconfig.mask_data(result['old']), store=appconfig.mask_data(result['new']),
-               mode='%04o' % mode)
+               mode='%04o' % mode, up_to_date=not result['changed'])
     if result['changed']:
         if module._diff:
             out['diff'] = dict(before=appconfig.mask_text(result['before']),

@@ -282,6 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b'0\r\n\r\n')
         if cut is not None:
             raise _Reset()
+        response.read()  # marks the upstream response complete so the connection can be reused
         self._after_response(response)
 
     def _after_response(self, response):
