@@ -309,7 +309,6 @@ class AnchoreDocument(object):
         return hash((self.user_id, self.bucket, self.archive_id, self.document_name))
 
 
-
 def _doc(row):
     return AnchoreDocument(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 

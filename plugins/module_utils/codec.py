@@ -130,23 +130,56 @@ class ZlibReader(object):
 
 
 class ZstdReader(object):
-    """Decompresses a zstd stream, turning library errors into IntegrityError."""
+    """Decompresses zstd frames on the fly; a truncated or corrupt stream raises IntegrityError."""
 
     def __init__(self, raw):
         _need_zstd()
         self._raw = raw
-        self._reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        self._decompressor = zstandard.ZstdDecompressor().decompressobj()
+        self._pending = b''
+        self._eof = False
+        self._frame_started = False
+
+    def _feed(self, chunk):
+        output = b''
+        while chunk:
+            output += self._decompressor.decompress(chunk)
+            chunk = b''
+            if self._decompressor.eof:
+                # Several frames may follow each other: start a new frame with what is left.
+                chunk = self._decompressor.unused_data
+                self._decompressor = zstandard.ZstdDecompressor().decompressobj()
+                self._frame_started = bool(chunk)
+        return output
 
     def read(self, size=-1):
-        try:
-            if size is None or size < 0:
-                return self._reader.readall()
-            return self._reader.read(size)
-        except zstandard.ZstdError as exc:
-            raise IntegrityError('zstd data is corrupt: %s' % exc, step='decode')
+        if size is None or size < 0:
+            parts = [self._pending]
+            self._pending = b''
+            while True:
+                part = self.read(CHUNK)
+                if not part:
+                    return b''.join(parts)
+                parts.append(part)
+        while len(self._pending) < size and not self._eof:
+            chunk = self._raw.read(CHUNK)
+            try:
+                if chunk:
+                    self._frame_started = True
+                    self._pending += self._feed(chunk)
+                else:
+                    self._eof = True
+                    if self._frame_started:
+                        raise IntegrityError('zstd data is truncated', step='decode')
+            except zstandard.ZstdError as exc:
+                raise IntegrityError('zstd data is corrupt: %s' % exc, step='decode')
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data
 
     def close(self):
-        self._reader.close()
+        close = getattr(self._raw, 'close', None)
+        if close:
+            close()
 
 
 class ChunkedCompressor(object):
@@ -156,7 +189,7 @@ class ChunkedCompressor(object):
         self._raw = raw
         if codec == 'zstd':
             _need_zstd()
-            self._compressor = zstandard.ZstdCompressor(level=level or ZSTD_LEVEL).compressobj()
+            self._compressor = zstandard.ZstdCompressor(level=level or ZSTD_LEVEL, write_checksum=True).compressobj()
         else:
             self._compressor = zlib.compressobj(level or ANCHORE_ZLIB_LEVEL)
         self._pending = b''

@@ -361,6 +361,8 @@ class Ledger(object):
                 deltas['copied_this_attempt'] += 1
             if new == 'deleted':
                 deltas['objects_deleted'] += 1
+            if old == 'deleted':
+                deltas['objects_deleted'] -= 1
             if old is None:
                 statements.append(('INSERT INTO storeshift_objects (migration_id, key, shard_index, state, size, '
                                    'stored_size, sha256, error, attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',

@@ -304,8 +304,8 @@ class _Transaction(object):
                     broken = True
                     raise map_pg_error(commit_exc, self._pool.dsn, self._step)
                 return False
-            broken = conn.closed or (HAS_PSYCOPG2 and isinstance(exc, (psycopg2.OperationalError,
-                                                                         psycopg2.InterfaceError)))
+            broken = bool(conn.closed) or (HAS_PSYCOPG2 and isinstance(
+                exc, (psycopg2.OperationalError, psycopg2.InterfaceError)))
             if not broken:
                 try:
                     conn.rollback()

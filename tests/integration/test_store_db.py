@@ -120,7 +120,7 @@ def test_db_utf8_json_is_plain_text(dsn):
     assert st.stat('admin/policy_bundles/2c53a13c').size == len(doc)
     # Rows Anchore wrote itself (b64_encoded NULL in very old rows) read back too.
     _sql(dsn, 'INSERT INTO archive_document (bucket, "archiveId", "userId", "documentName", jsondata, b64_encoded) '
-         "VALUES ('b', 'old', 'admin', 'old.json', '{\"document\": 1}', NULL)", fetch=False)
+              "VALUES ('b', 'old', 'admin', 'old.json', '{\"document\": 1}', NULL)", fetch=False)
     assert _read(st.open('admin/b/old')) == b'{"document": 1}'
     st.close()
 
@@ -130,7 +130,7 @@ def test_db2_row_shape_and_upsert(dsn):
     st.put('admin/image_content_data/sha256:1', io.BytesIO(b'first'))
     st.put('admin/image_content_data/sha256:1', io.BytesIO(b'second'), metadata={'a': 1})
     rows = _sql(dsn, 'SELECT "userId", bucket, key, version, content, object_metadata, created_at > 0, '
-                        'last_updated >= created_at FROM object_storage')
+                     'last_updated >= created_at FROM object_storage')
     assert len(rows) == 1
     user, bucket, key, version, content, meta, created, updated = rows[0]
     assert (user, bucket, key, version, bytes(content)) == ('admin', 'image_content_data', 'sha256:1', '', b'second')
@@ -184,8 +184,8 @@ def test_prefix_listing(store):
 
 def test_list_10000_rows_lazily(dsn, monkeypatch):
     _sql(dsn, 'INSERT INTO object_storage ("userId", bucket, key, version, content) '
-                 "SELECT 'admin', 'analysis_data', 'sha256:' || lpad(i::text, 6, '0'), '', "
-                 "convert_to(repeat('x', i % 7), 'UTF8') FROM generate_series(1, 10000) AS i", fetch=False)
+              "SELECT 'admin', 'analysis_data', 'sha256:' || lpad(i::text, 6, '0'), '', "
+              "convert_to(repeat('x', i % 7), 'UTF8') FROM generate_series(1, 10000) AS i", fetch=False)
     st = open_store(_spec('db2'), db_connect=dsn)
     queries = []
     real = store_db.PgPool.transaction
@@ -211,8 +211,8 @@ def test_list_10000_rows_lazily(dsn, monkeypatch):
 def test_stream_50mib_row_in_bounded_memory(dsn):
     """A 50 MiB bytea row is read in 1 MiB slices: the reader's peak RSS stays well under 2 copies."""
     _sql(dsn, 'INSERT INTO object_storage ("userId", bucket, key, version, content) '
-                 "SELECT 'admin', 'big', 'row', '', string_agg(sha256(int4send(i)), ''::bytea ORDER BY i) "
-                 'FROM generate_series(1, 50 * 1024 * 1024 / 32) AS i', fetch=False)
+              "SELECT 'admin', 'big', 'row', '', string_agg(sha256(int4send(i)), ''::bytea ORDER BY i) "
+              'FROM generate_series(1, 50 * 1024 * 1024 / 32) AS i', fetch=False)
     expected = _sql(dsn, "SELECT encode(sha256(content), 'hex'), octet_length(content) FROM object_storage")[0]
     assert expected[1] == 50 * MIB
     script = textwrap.dedent('''

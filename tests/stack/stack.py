@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: storeshift.objstore contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -106,8 +105,12 @@ def tail(path, lines=40):
 
 def port_free(port):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # SO_REUSEADDR as the servers use it: TIME_WAIT leftovers do not count, any listener
+    # (on 127.0.0.1 or 0.0.0.0) or bound socket does.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind(('127.0.0.1', port))   # no SO_REUSEADDR: TIME_WAIT and 0.0.0.0 listeners count as busy
+        sock.bind(('127.0.0.1', port))
+        sock.listen(1)
         return True
     except OSError:
         return False
@@ -591,7 +594,10 @@ def cmd_up(_args):
         if not (ports and picker.keep(specs[name]['ports'](ports))):
             ports = specs[name]['pick'](picker)
         state[name] = ports
-        procs[name] = specs[name]['start'](ports)
+        try:
+            procs[name] = specs[name]['start'](ports)
+        except OSError as exc:
+            raise StackError(name, 'cannot start %s: %s' % (name, exc))
         started.append(name)
 
     try:
@@ -620,7 +626,10 @@ def cmd_up(_args):
                         continue
                     raise
             if spec['setup']:
-                spec['setup'](state[name])
+                try:
+                    spec['setup'](state[name])
+                except Exception as exc:  # e.g. psycopg2 errors
+                    raise StackError(name, 'setting up %s failed: %s: %s' % (name, exc.__class__.__name__, exc))
     except StackError as exc:
         log_path = os.path.join(LOGS, exc.component + '.log')
         sys.stderr.write('stack: %s failed: %s\n' % (exc.component, exc.message))
@@ -670,6 +679,10 @@ def cmd_down(args):
         if name in ('s3a', 's3b'):
             cleanup_weed(name, state.get(name))
         remove_pid(name)
+    try:
+        os.unlink(ENV_FILE)   # nothing answers there any more; conftest then says "run make stack-up"
+    except OSError:
+        pass
     if getattr(args, 'purge', False) and os.path.isdir(STACK):
         shutil.rmtree(STACK)
         say('removed %s' % STACK)
