@@ -100,7 +100,7 @@ test: venv venv219 link
 	exit $$rc
 
 demo: venv link stack-up
-	$(PY) tests/demo/demo.py
+	bash demo/demo.sh
 
 clean: stack-down
 	rm -rf .build .venv .venv219 .stack

@@ -235,6 +235,7 @@ class Migrator(object):
         self._objects_limiter = RateLimiter(options.max_objects_per_second)
         self._bytes_limiter = RateLimiter(options.max_bytes_per_second)
         self._stop = threading.Event()
+        self._listing_done = False
         self._writer_error = None
         self.copied_this_run = 0
         self.puts = 0
@@ -379,9 +380,13 @@ class Migrator(object):
         dest_key, dest_url = anchore.anchore_location(self.dest_spec, doc.user_id, doc.bucket, doc.archive_id)
         logical = codec.HashingReader(anchore.open_for_anchore(self.source, doc))
         try:
-            stream, compressed = anchore.encode_for_anchore(self.dest_spec, logical, None)
-            stored = codec.HashingReader(stream, md5=True)
-            self._put(dest_key, stored, None)
+            # ``stored`` hashes what is written: Anchore's digest is the MD5 of the stored bytes.
+            stored, compressed = anchore.encode_for_anchore(self.dest_spec, logical, None)
+            if doc.size is not None and doc.size <= SMALL_OBJECT:
+                data = _read_all(stored)
+                self._put(dest_key, io.BytesIO(data), len(data))
+            else:
+                self._put(dest_key, stored, None)
         finally:
             logical.close()
         sha = logical.hexdigest()
@@ -454,9 +459,10 @@ class Migrator(object):
                 with self._lock:
                     listed, listed_bytes, retries = self._listed, self._listed_bytes, self._retries
                     self._listed = self._listed_bytes = self._retries = 0
+                    listing_done = self._listing_done
                 try:
                     ledger.record(self.migration_id, self.options.shard_index, pending, listed=listed,
-                                  listed_bytes=listed_bytes, retries=retries)
+                                  listed_bytes=listed_bytes, retries=retries, listing_done=listing_done)
                 except ObjstoreError as exc:
                     self._writer_error = exc
                     self._stop.set()
@@ -546,6 +552,9 @@ class Migrator(object):
                     if known is not None and known[0] in DONE_STATES:
                         continue  # done in an earlier attempt: never copied twice
                     work.put(item)
+            with self._lock:
+                # Only a listing that really reached its end makes the total final.
+                self._listing_done = not self._stop.is_set()
         finally:
             for _thread in workers:
                 work.put(None)
@@ -553,9 +562,6 @@ class Migrator(object):
                 thread.join()
             self._results.put(None)
             writer.join()
-        # Mark listing complete only when it really completed.
-        if not self._stop.is_set():
-            ledger.record(self.migration_id, self.options.shard_index, [], listing_done=True)
 
     # -- dry run -------------------------------------------------------------------
     def dry_run(self, sample_seconds=3.0, sample_objects=20):

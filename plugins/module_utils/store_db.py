@@ -37,7 +37,6 @@ from ansible_collections.storeshift.objstore.plugins.module_utils.store import O
 
 try:
     import psycopg2
-    import psycopg2.errorcodes
     import psycopg2.extensions
     from psycopg2 import sql
     HAS_PSYCOPG2 = True
@@ -436,7 +435,7 @@ def _read_all(stream, size, key):
     if size is not None and len(data) != size:
         raise errors.IntegrityError('object %s: read %d bytes but %d were announced' % (key, len(data), size),
                                     step='write', key=key)
-    return bytes(data)
+    return data  # a bytearray: psycopg2 adapts it as bytea without another copy
 
 
 def anchore_text_encode(data):
@@ -446,12 +445,12 @@ def anchore_text_encode(data):
     which a PostgreSQL text column cannot hold, is base64-encoded too.
     """
     try:
-        text = data.decode('utf-8')
+        text = bytes(data).decode('utf-8')
         if '\x00' not in text:
             return text, False
     except UnicodeDecodeError:
         pass
-    return base64.encodebytes(data).decode('ascii'), True
+    return base64.encodebytes(bytes(data)).decode('ascii'), True
 
 
 def anchore_text_decode(jsondata, b64_encoded):
@@ -503,14 +502,12 @@ class _PgStore(ObjectStore):
                 raise errors.BucketMissingError(
                     'table %s does not exist in database %s: is this the application\'s database? '
                     '(storeshift does not create application tables)' % (self.table, database), step=step)
-            cur.execute("SELECT has_table_privilege(%s, 'SELECT'), has_table_privilege(%s, 'INSERT'), "
-                        "has_table_privilege(%s, 'UPDATE'), has_table_privilege(%s, 'DELETE')",
-                        (self.table,) * 4)
-            rights = cur.fetchone()
-            missing = [name for name, ok in zip(('SELECT', 'INSERT', 'UPDATE', 'DELETE'), rights) if not ok]
-            if missing:
-                raise errors.AccessDeniedError('PostgreSQL user %s lacks %s on table %s in database %s'
-                                               % (user, ', '.join(missing), self.table, database), step=step)
+            # Only reading is required here: a source that is only verified needs no more. Missing
+            # INSERT/UPDATE/DELETE rights surface as AccessDeniedError when a write is attempted.
+            cur.execute("SELECT has_table_privilege(%s, 'SELECT')", (self.table,))
+            if not cur.fetchone()[0]:
+                raise errors.AccessDeniedError('PostgreSQL user %s may not SELECT from table %s in database %s'
+                                               % (user, self.table, database), step=step)
             cur.execute(sql.SQL('SELECT 1 FROM {} LIMIT 1').format(sql.Identifier(self.table)))
 
     # listing ---------------------------------------------------------------

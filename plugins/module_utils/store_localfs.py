@@ -223,8 +223,7 @@ class LocalfsStore(ObjectStore):
         key_prefix = ''.join(p + '/' for p in dir_parts)
         if not os.path.isdir(start):
             return
-        for info in self._walk(start, key_prefix, name_prefix):
-            yield info
+        yield from self._walk(start, key_prefix, name_prefix)
 
     def _walk(self, directory, key_prefix, name_prefix=''):
         try:
@@ -238,8 +237,7 @@ class LocalfsStore(ObjectStore):
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    for info in self._walk(entry.path, key_prefix + entry.name + '/'):
-                        yield info
+                    yield from self._walk(entry.path, key_prefix + entry.name + '/')
                     continue
                 if not entry.is_file():
                     continue

@@ -28,7 +28,7 @@ description:
   - The module never changes anything (C(changed) is always false). In check mode the
     verification runs in full, but O(report_path) is not written.
 author:
-  - storeshift.objstore maintainers
+  - Storeshift Maintainers (@storeshift)
 options:
   layout:
     description:

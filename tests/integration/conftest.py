@@ -299,8 +299,7 @@ def pg_dsn(stack):
 
 
 def _dsn_for(dsn, dbname):
-    head, _, _tail = dsn.rpartition('/')
-    return '%s/%s' % (head, dbname)
+    return '%s/%s' % (dsn.rpartition('/')[0], dbname)
 
 
 def _create_database(pg_dsn):

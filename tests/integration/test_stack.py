@@ -17,7 +17,6 @@ import pytest
 import requests
 
 
-
 # ---------------------------------------------------------------------------
 # PostgreSQL
 # ---------------------------------------------------------------------------
@@ -84,8 +83,8 @@ def test_s3b_spec_multipart_upload(s3b_spec, s3b_client):
     from boto3.s3.transfer import TransferConfig
     import io
     data = bytes(range(256)) * (6 * 1024 * 1024 // 256 + 7)
-    s3b_client.upload_fileobj(io.BytesIO(data), bucket, 'big', Config=TransferConfig(multipart_threshold=5 * 2 ** 20,
-                                                                                        multipart_chunksize=5 * 2 ** 20))
+    config = TransferConfig(multipart_threshold=5 * 2 ** 20, multipart_chunksize=5 * 2 ** 20)
+    s3b_client.upload_fileobj(io.BytesIO(data), bucket, 'big', Config=config)
     assert s3b_client.get_object(Bucket=bucket, Key='big')['Body'].read() == data
 
 
@@ -368,9 +367,9 @@ def test_fault_proxy_https_in_front_of_plain_s3(s3_https_spec, s3_client_factory
 def test_fault_proxy_seed_is_reproducible(stack):
     from faultproxy import FaultProxy
     draws = []
-    for _ in range(2):
+    for dummy in range(2):
         proxy = FaultProxy(stack['OBJSTORE_RUSTFS_URL'], slowdown_rate=0.5, reset_rate=0.2, seed=42)
-        draws.append([proxy._draw() for _ in range(50)])
+        draws.append([proxy._draw() for dummy in range(50)])
     assert draws[0] == draws[1]
     assert {'slowdown', 'reset', None} <= set(draws[0])
 

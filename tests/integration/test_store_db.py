@@ -244,6 +244,8 @@ def test_stream_50mib_row_in_bounded_memory(dsn):
     result = json.loads(out.decode().strip().splitlines()[-1])
     assert (result['sha'], result['size']) == expected
     peak_mib = result['peak_kib'] / 1024.0
+    print('50 MiB db2 row streamed in %.1fs, peak RSS %.1f MiB (%.1f MiB before opening)'
+          % (elapsed, peak_mib, result['before_kib'] / 1024.0))
     assert peak_mib < 120, 'peak RSS %.1f MiB (baseline %.1f MiB)' % (peak_mib, result['before_kib'] / 1024.0)
     assert elapsed < 60
 

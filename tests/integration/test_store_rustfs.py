@@ -231,3 +231,17 @@ def test_rustfs_session_per_thread(rustfs):
         t.join()
     assert len(set(id(s) for s in sessions)) == 8
     assert sorted(i.size for i in rustfs.list('t/')) == list(range(1, 9))
+
+
+def test_rustfs_tls_ca_bundle(rustfs_https_spec):
+    st = _store(rustfs_https_spec)
+    st.check_access()
+    st.put('tls/k', io.BytesIO(b'over tls'), size=8)
+    assert st.open('tls/k').read() == b'over tls'
+    st.close()
+    untrusted = _store(_with(rustfs_https_spec, ca_bundle=None))
+    with pytest.raises(errors.ConnectError) as info:
+        untrusted.check_access()
+    assert info.value.cause == 'TLS certificate verification failed'
+    unverified = _store(_with(rustfs_https_spec, ca_bundle=None, validate_certs=False))
+    unverified.check_access()

@@ -325,3 +325,17 @@ def test_s3_object_lock(s3_spec):
             pass
         time.sleep(max(0.0, started + 2.5 - time.time()))  # let the 2 s retention run out, then clean up
         _drop_bucket(raw, bucket)
+
+
+def test_s3_tls_ca_bundle(s3_https_spec):
+    st = _store(s3_https_spec)
+    st.check_access()
+    st.put('tls/k', io.BytesIO(b'over tls'), size=8)
+    assert st.open('tls/k').read() == b'over tls'
+    st.close()
+    untrusted = _store(_with(s3_https_spec, ca_bundle=None))
+    with pytest.raises(errors.ConnectError) as info:
+        untrusted.check_access()
+    assert info.value.cause == 'TLS certificate verification failed'
+    unverified = _store(_with(s3_https_spec, ca_bundle=None, validate_certs=False))
+    unverified.check_access()

@@ -12,7 +12,8 @@ Python standard library plus the collection's ``module_utils``.
 Usage::
 
     artefact_service.py --config FILE --port N [--app anchore|stellaops]
-                        [--db-connect DSN] [--bind 127.0.0.1] [--refuse-driver DRIVER]
+                        [--db-connect DSN | --db-connect-file FILE] [--bind 127.0.0.1]
+                        [--refuse-driver DRIVER]
 
 Endpoints::
 
@@ -201,10 +202,14 @@ def main(argv=None):
     parser.add_argument('--app', choices=['anchore', 'stellaops'], help='default: detected from the file')
     parser.add_argument('--db-connect', default=os.environ.get('ARTEFACT_SERVICE_DB_CONNECT'),
                         help='PostgreSQL DSN (db/db2 drivers, Anchore archive_metadata)')
+    parser.add_argument('--db-connect-file', help='read the DSN from this file (keeps it off the command line)')
     parser.add_argument('--refuse-driver', action='append', default=[],
                         help='test hook: behave as if backends of this driver were unreachable')
     parser.add_argument('--pid-file')
     args = parser.parse_args(argv)
+    if args.db_connect_file:
+        with open(args.db_connect_file) as handle:
+            args.db_connect = handle.read().strip()
     try:
         service = Service(args)
     except ObjstoreError as exc:

@@ -491,7 +491,7 @@ class Handler(BaseHTTPRequestHandler):
         with self.storage.lock:
             if not os.path.isdir(path):
                 raise ApiError(404, 'bucket not found')
-            for _ in self.storage.walk(bucket):
+            if next(iter(self.storage.walk(bucket)), None) is not None:
                 raise ApiError(409, 'bucket not empty')
             for dirpath, dirnames, filenames in os.walk(path, topdown=False):
                 for name in filenames:

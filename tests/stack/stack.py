@@ -124,7 +124,7 @@ class PortPicker(object):
         self.rng = random.Random()
 
     def pick(self, offset_also=None, high=PORT_HIGH):
-        for _ in range(2000):
+        for dummy in range(2000):
             port = self.rng.randrange(PORT_LOW, high)
             ports = [port] + ([port + offset_also] if offset_also else [])
             if any(p in self.taken or not port_free(p) for p in ports):
@@ -175,7 +175,7 @@ def running_pid(name):
 
 def write_pid(name, pid):
     start = None
-    for _ in range(50):
+    for dummy in range(50):
         start = proc_start_time(pid)
         if start:
             break
@@ -192,7 +192,7 @@ def remove_pid(name):
 
 
 def random_string(length, alphabet=string.ascii_letters + string.digits):
-    return ''.join(secrets.choice(alphabet) for _ in range(length))
+    return ''.join(secrets.choice(alphabet) for dummy in range(length))
 
 
 def load_secrets():
@@ -348,7 +348,7 @@ def start_postgres(ctx, ports):
                 kwargs.update(user=uid, group=gid, extra_groups=[])
             result = subprocess.run([os.path.join(bindir, 'initdb'), '-D', data, '-U', 'postgres', '-E', 'UTF8',
                                      '--no-locale', '--auth-local=trust', '--auth-host=scram-sha-256', '--no-sync'],
-                                    stdout=log, stderr=subprocess.STDOUT, cwd=base,
+                                    stdout=log, stderr=subprocess.STDOUT, cwd=base, check=False,
                                     env=dict(os.environ, LC_ALL='C'), **kwargs)
         if result.returncode != 0:
             raise StackError('postgres', 'initdb failed (status %d)' % result.returncode)
@@ -664,8 +664,8 @@ def describe(name, state):
     if name == 'postgres':
         return 'postgresql://127.0.0.1:%s/%s' % (ports.get('port'), PG_DB)
     if name in ('s3a', 's3b'):
-        return 'http://127.0.0.1:%s (weed mini, master %s filer %s)' % (ports.get('s3'), ports.get('master'),
-                                                                       ports.get('filer'))
+        return 'http://127.0.0.1:%s (weed mini, master %s filer %s)' % (
+            ports.get('s3'), ports.get('master'), ports.get('filer'))
     return 'http://127.0.0.1:%s (RustFS reference API, header %s)' % (ports.get('port'), API_KEY_HEADER)
 
 
@@ -724,7 +724,7 @@ def cmd_env(_args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     sub = parser.add_subparsers(dest='command', required=True)
     sub.add_parser('up', help='start the stack (idempotent)')
     down = sub.add_parser('down', help='stop what up started')
@@ -732,7 +732,14 @@ def main(argv=None):
     sub.add_parser('status', help='show what runs')
     sub.add_parser('env', help='print the environment file')
     args = parser.parse_args(argv)
-    return {'up': cmd_up, 'down': cmd_down, 'status': cmd_status, 'env': cmd_env}[args.command](args)
+    command = {'up': cmd_up, 'down': cmd_down, 'status': cmd_status, 'env': cmd_env}[args.command]
+    if args.command not in ('up', 'down'):
+        return command(args)
+    import fcntl
+    os.makedirs(STACK, exist_ok=True)
+    with open(os.path.join(STACK, 'lock'), 'w') as lock:   # one up/down at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return command(args)
 
 
 if __name__ == '__main__':

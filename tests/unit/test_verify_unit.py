@@ -136,7 +136,7 @@ def test_merge_detects_unsorted_listing():
 def test_merge_equals_set_algebra(left, right):
     left = [k for k in left if '\ud800' > k[:1] or k[:1] > '\udfff']
     right = [k for k in right if '\ud800' > k[:1] or k[:1] > '\udfff']
-    order = lambda k: k.encode('utf-8', 'surrogatepass')  # noqa: E731
+    order = verify.order_key
     merged = _merge(sorted(left, key=order), sorted(right, key=order))
     assert [k for k, _a, _b in merged] == sorted(set(left) | set(right), key=order)
     assert set(k for k, a, b in merged if a and not b) == set(left) - set(right)
@@ -280,3 +280,18 @@ def test_same_store_refused(tmp_path):
     with pytest.raises(ConfigError) as info:
         verify.Verifier(_spec(tmp_path / 'a'), _spec(tmp_path / 'b'), verify.VerifyOptions(), migration_id='x')
     assert 'ledger' in str(info.value)
+
+
+def test_unsorted_listing_falls_back_to_lookups(pair):
+    src, dst = pair
+    os.unlink(str(dst / 'a' / '20'))
+    _write(dst, 'a/extra', b'x')
+
+    class Shuffled(verify.Verifier):
+        def _dest_listing(self):
+            return reversed(list(super(Shuffled, self)._dest_listing()))
+
+    result = Shuffled(_spec(src), _spec(dst), verify.VerifyOptions()).run()
+    assert result['strategy'] == 'lookup' and 'not listed in UTF-8 byte order' in result['fallback_reason']
+    assert (result['checked'], result['missing'], result['extra'], result['matched']) == (40, 1, 1, 39)
+    assert result['missing_keys'] == ['a/20'] and result['extra_keys'] == ['a/extra']

@@ -97,8 +97,9 @@ def seed(args):
         digest = 'sha256:' + hashlib.sha256(('layer-%d' % i).encode()).hexdigest()
         if args.layout == 'objects':
             key = 'scanner/layers/%s/sbom.cdx.json' % digest
-            stream = encode_stream(io.BytesIO(data), len(data), spec.compression_enabled, spec.min_size_kbytes)
-            store.put(key, stream, size=None)
+            stream, stored_size, _codec = encode_stream(io.BytesIO(data), len(data), spec.compression_enabled,
+                                                        spec.min_size_kbytes)
+            store.put(key, stream, size=stored_size)
             manifest[digest] = hashlib.sha256(data).hexdigest()
         else:
             user, bucket, archive_id = 'admin', ('analysis_archive' if i % 4 == 0 else 'analysis_data'), digest

@@ -1,0 +1,61 @@
+"""Small helpers shared by the integration tests (stores from spec dicts, seeding, comparing)."""
+import hashlib
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.storeshift.objstore.plugins.module_utils import codec
+from ansible_collections.storeshift.objstore.plugins.module_utils.specs import StoreSpec
+from ansible_collections.storeshift.objstore.plugins.module_utils.store import open_store
+
+
+def spec_of(spec_dict, **compression):
+    data = dict(spec_dict)
+    if compression:
+        data['compression'] = dict(data.get('compression') or {}, **compression)
+    return StoreSpec.from_dict(data)
+
+
+def store_of(spec_dict, db_connect=None):
+    return open_store(spec_of(spec_dict), db_connect=db_connect)
+
+
+def seed(spec_dict, count, size=512, prefix='scanner/layers/', db_connect=None, workers=16):
+    """Write ``count`` random objects; returns {key: sha256 of content}."""
+    store = store_of(spec_dict, db_connect)
+    spec = spec_of(spec_dict)
+
+    def one(index):
+        key = '%s%05d/sbom.cdx.json' % (prefix, index)
+        data = os.urandom(size + index % 7)
+        stream, stored_size, _codec = codec.encode_stream(io.BytesIO(data), len(data), spec.compression_enabled,
+                                                          spec.min_size_kbytes)
+        if stored_size is None:
+            stream = io.BytesIO(stream.read())
+            stored_size = len(stream.getvalue())
+        store.put(key, stream, size=stored_size)
+        return key, hashlib.sha256(data).hexdigest()
+
+    with ThreadPoolExecutor(workers) as pool:
+        result = dict(pool.map(one, range(count)))
+    store.close()
+    return result
+
+
+def logical_digests(spec_dict, db_connect=None, prefix=''):
+    """{key: sha256 of logical content} for every object of a store."""
+    spec = spec_of(spec_dict)
+    store = open_store(spec, db_connect=db_connect)
+    keys = [info.key for info in store.list(prefix)]
+
+    def one(key):
+        raw = store.open(key)
+        try:
+            return key, codec.sha256_of_stream(codec.decode_stream(raw, spec.compression_enabled))[0]
+        finally:
+            raw.close()
+
+    with ThreadPoolExecutor(16) as pool:
+        result = dict(pool.map(one, keys))
+    store.close()
+    return result
