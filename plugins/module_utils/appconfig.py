@@ -512,6 +512,32 @@ def read_text(path):
         raise ConfigError('config file %s is not UTF-8 text' % path, step='config')
 
 
+def backup_file(path):
+    """Copy ``path`` (mode and times kept) next to itself; return the copy's path.
+
+    The name keeps the extension (``config.storeshift-20260102T030405.yaml``,
+    ``scanner.storeshift-20260102T030405.env``) so that tools that recognise a
+    config format by its suffix still read the backup.
+    """
+    import shutil
+    import time
+    directory, name = os.path.split(path)
+    stem, ext = os.path.splitext(name)
+    stamp = time.strftime('%Y%m%dT%H%M%S')
+    candidate = os.path.join(directory, '%s.storeshift-%s%s' % (stem, stamp, ext))
+    counter = 1
+    while os.path.exists(candidate):
+        counter += 1
+        candidate = os.path.join(directory, '%s.storeshift-%s-%d%s' % (stem, stamp, counter, ext))
+    shutil.copy2(path, candidate)
+    st = os.stat(path)
+    try:
+        os.chown(candidate, st.st_uid, st.st_gid)
+    except OSError:
+        pass
+    return candidate
+
+
 def write_text(path, text):
     """Atomically replace ``path``, keeping its mode and owner (never widening the mode)."""
     st = os.stat(path)

@@ -257,9 +257,22 @@ def decode_stream(raw, compression_enabled):
     head = reader.peek(4)
     if looks_zstd(head):
         return ZstdReader(reader)
-    if looks_zlib(head):
+    if looks_zlib(head) and _inflates(reader.peek(ZLIB_PROBE)):
         return ZlibReader(reader)
     return reader
+
+
+# Two bytes can pass the zlib header check by chance (plain text starting "80" does):
+# a zlib stream is trusted only when its first bytes also inflate.
+ZLIB_PROBE = 4096
+
+
+def _inflates(head):
+    try:
+        zlib.decompressobj().decompress(head)
+    except zlib.error:
+        return False
+    return True
 
 
 def encode_stream(logical, size, compression_enabled, min_size_kbytes):

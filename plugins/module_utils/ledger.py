@@ -19,6 +19,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import json
 import os
 import socket
@@ -41,6 +42,10 @@ try:
 except ImportError:  # pragma: no cover
     psycopg2 = None
     HAS_PSYCOPG2 = False
+
+# PostgreSQL advisory lock keys (arbitrary constants, unique to this collection).
+_LOCK_SCHEMA = 0x5354534801
+_LOCK_RUNS = 0x5354534802
 
 DONE_STATES = ('copied', 'skipped', 'deleted')
 OBJECT_STATES = ('written', 'copied', 'skipped', 'deleted', 'failed')
@@ -150,6 +155,7 @@ class Ledger(object):
         self.description = redact_dsn(self.location) if self.is_postgres else self.location
         self._secret = dsn_password(self.location) if self.is_postgres else None
         self._lock = threading.RLock()
+        self._cursor = None
         self._conn = None
         self._connect(create)
 
@@ -188,42 +194,78 @@ class Ledger(object):
             text = text.replace(self._secret, '********')
         return text
 
+    @property
+    def _bytewise(self):
+        """Collation giving byte order (UTF-8 byte order = code point order), as listings use."""
+        return 'COLLATE "C"' if self.is_postgres else 'COLLATE BINARY'
+
     def _sql(self, statement):
         return statement.replace('?', '%s') if self.is_postgres else statement
 
-    def _execute(self, statements, fetch=None):
-        """Run ``[(sql, args), ...]`` in one transaction; return the last fetch."""
+    @contextlib.contextmanager
+    def _transaction(self, lock_key=None):
+        """One transaction; statements run through _execute/_query inside it join it.
+
+        SQLite's BEGIN IMMEDIATE serialises writers across processes; on PostgreSQL an
+        advisory lock does, so that concurrent shards create the schema and their run rows safely.
+        """
         with self._lock:
+            if self._cursor is not None:  # nested: join the outer transaction
+                yield self._cursor
+                return
             try:
                 cursor = self._conn.cursor()
                 if not self.is_postgres:
                     cursor.execute('BEGIN IMMEDIATE')
-                result = None
-                for sql, args in statements:
-                    cursor.execute(self._sql(sql), tuple(args))
-                    if fetch == 'all':
-                        result = cursor.fetchall() if cursor.description else result
-                    elif fetch == 'one':
-                        result = cursor.fetchone() if cursor.description else result
-                self._conn.commit() if self.is_postgres else cursor.execute('COMMIT')
-                return result
+                elif lock_key is not None:
+                    cursor.execute('SELECT pg_advisory_xact_lock(%s)', (lock_key,))
             except Exception as exc:
-                try:
-                    if self.is_postgres:
-                        self._conn.rollback()
-                    else:
-                        self._conn.execute('ROLLBACK')
-                except Exception:  # pylint: disable=broad-except
-                    pass  # the connection itself may be gone; the original error is what matters
-                if isinstance(exc, (sqlite3.Error,)) or (HAS_PSYCOPG2 and isinstance(exc, psycopg2.Error)):
-                    raise LedgerError('ledger %s failed: %s' % (self.description, self._clean(exc)), step='ledger')
-                raise
+                self._fail(exc)
+            self._cursor = cursor
+            try:
+                yield cursor
+                if self.is_postgres:
+                    self._conn.commit()
+                else:
+                    cursor.execute('COMMIT')
+            except Exception as exc:
+                self._rollback()
+                self._fail(exc)
+            finally:
+                self._cursor = None
+
+    def _rollback(self):
+        try:
+            if self.is_postgres:
+                self._conn.rollback()
+            else:
+                self._conn.execute('ROLLBACK')
+        except Exception:  # pylint: disable=broad-except
+            pass  # the connection itself may be gone; the original error is what matters
+
+    def _fail(self, exc):
+        if isinstance(exc, sqlite3.Error) or (HAS_PSYCOPG2 and isinstance(exc, psycopg2.Error)):
+            raise LedgerError('ledger %s failed: %s' % (self.description, self._clean(exc)), step='ledger')
+        raise exc
+
+    def _execute(self, statements, fetch=None):
+        """Run ``[(sql, args), ...]`` in one transaction; return the last fetch."""
+        with self._transaction() as cursor:
+            result = None
+            for sql, args in statements:
+                cursor.execute(self._sql(sql), tuple(args))
+                if fetch == 'all':
+                    result = cursor.fetchall() if cursor.description else result
+                elif fetch == 'one':
+                    result = cursor.fetchone() if cursor.description else result
+            return result
 
     def _query(self, sql, args=(), one=False):
         return self._execute([(sql, args)], fetch='one' if one else 'all')
 
     def _ensure_schema(self):
-        self._execute([(statement, ()) for statement in _SCHEMA])
+        with self._transaction(lock_key=_LOCK_SCHEMA):
+            self._execute([(statement, ()) for statement in _SCHEMA])
 
     def close(self):
         with self._lock:
@@ -257,7 +299,7 @@ class Ledger(object):
         now = time.time()
         host = socket.gethostname()
         pid = os.getpid()
-        with self._lock:
+        with self._transaction(lock_key=_LOCK_RUNS):
             existing = self.find_migration(migration_id)
             if existing and (existing['source_identity'] != source_identity
                              or existing['dest_identity'] != dest_identity):
@@ -427,8 +469,8 @@ class Ledger(object):
         first = True
         while True:
             rows = self._query('SELECT key, state, size, stored_size, sha256, error FROM storeshift_objects '
-                               'WHERE migration_id = ? AND state IN (%s) AND (key > ? OR ? = 1) ORDER BY key LIMIT %d'
-                               % (', '.join('?' * len(states)), int(batch)),
+                               'WHERE migration_id = ? AND state IN (%s) AND (key %s > ? OR ? = 1) ORDER BY key %s LIMIT %d'
+                               % (', '.join('?' * len(states)), self._bytewise, self._bytewise, int(batch)),
                                [migration_id] + list(states) + [last, 1 if first else 0])
             if not rows:
                 return

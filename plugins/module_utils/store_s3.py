@@ -40,7 +40,7 @@ _AUTH_CODES = frozenset(('InvalidAccessKeyId', 'SignatureDoesNotMatch', 'Invalid
                          'InvalidSecurity', 'AuthorizationHeaderMalformed', 'TokenRefreshRequired',
                          'InvalidClientTokenId'))
 _TRANSIENT_CODES = frozenset(('SlowDown', 'ServiceUnavailable', 'InternalError', 'RequestTimeout',
-                              'Throttling', 'ThrottlingException', 'RequestTimeTooSkewed__never',
+                              'Throttling', 'ThrottlingException',
                               'OperationAborted', 'BadGateway', 'GatewayTimeout', '500', '502', '503', '504'))
 _RETENTION_CODES = frozenset(('ObjectLocked', 'InvalidRetentionPeriod', 'ObjectLockConfigurationNotFoundError'))
 _DNS_MARKERS = ('Name or service not known', 'nodename nor servname', 'getaddrinfo failed',

@@ -59,7 +59,8 @@ options:
     required: true
   backup:
     description:
-      - Keep a copy of the original file (same directory, timestamped name) before changing it.
+      - Keep a copy of the original file before changing it, in the same directory, named
+        C(<stem>.storeshift-<timestamp><extension>) (for example C(config.storeshift-20260102T030405.yaml)).
       - The copy keeps the original mode. Its path is returned as RV(backup_file).
     type: bool
     default: true
@@ -151,7 +152,7 @@ backup_file:
   description: Path of the backup copy of the original file.
   returned: when changed and O(backup=true) and not in check mode
   type: str
-  sample: /etc/anchore/config.yaml.12345.2026-01-02@03:04:05~
+  sample: /etc/anchore/config.storeshift-20260102T030405.yaml
 previous:
   description: What the section held before, secrets masked (null when it was missing).
   returned: always
@@ -225,7 +226,10 @@ def run_module():
                         % (path, mode))
         if not module.check_mode:
             if module.params['backup']:
-                out['backup_file'] = module.backup_local(path)
+                try:
+                    out['backup_file'] = appconfig.backup_file(path)
+                except (IOError, OSError) as exc:
+                    module.fail_json(msg='cannot back up %s: %s' % (path, exc.strerror or exc), **out)
             try:
                 appconfig.write_text(path, result['after'])
             except (IOError, OSError) as exc:

@@ -233,6 +233,7 @@ def test_rustfs_session_per_thread(rustfs):
     assert sorted(i.size for i in rustfs.list('t/')) == list(range(1, 9))
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_rustfs_tls_ca_bundle(rustfs_https_spec):
     st = _store(rustfs_https_spec)
     st.check_access()

@@ -327,6 +327,7 @@ def test_s3_object_lock(s3_spec):
         _drop_bucket(raw, bucket)
 
 
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_s3_tls_ca_bundle(s3_https_spec):
     st = _store(s3_https_spec)
     st.check_access()

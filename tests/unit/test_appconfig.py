@@ -256,3 +256,17 @@ def test_invalid_yaml_reported():
     with pytest.raises(ConfigError) as info:
         appconfig.plan('/x/c.yaml', 'anchore', 'object_store', S3, text='services: [\n')
     assert 'not valid YAML' in str(info.value)
+
+
+def test_backup_keeps_extension_and_mode(tmp_path):
+    path = tmp_path / 'scanner.env'
+    path.write_text(STELLA_ENV)
+    os.chmod(str(path), 0o600)
+    first = appconfig.backup_file(str(path))
+    second = appconfig.backup_file(str(path))
+    assert first != second
+    for copy in (first, second):
+        assert copy.endswith('.env') and '.storeshift-' in copy
+        assert stat.S_IMODE(os.stat(copy).st_mode) == 0o600
+        with open(copy) as handle:
+            assert handle.read() == STELLA_ENV

@@ -73,3 +73,9 @@ def test_hashing_reader():
     assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
     assert hasher.md5_hexdigest() == hashlib.md5(data).hexdigest()
     assert hasher.size == len(data)
+
+
+def test_plain_text_with_a_zlib_like_header_is_plain():
+    data = b'80 packages were found in the layer' * 10
+    assert codec.looks_zlib(data[:2])
+    assert codec.decode_stream(io.BytesIO(data), True).read() == data
