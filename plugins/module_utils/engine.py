@@ -24,7 +24,9 @@ __metaclass__ = type
 import fnmatch
 import hashlib
 import io
+import os
 import random
+import signal
 import threading
 import time
 
@@ -51,6 +53,11 @@ from ansible_collections.storeshift.objstore.plugins.module_utils.ledger import 
 from ansible_collections.storeshift.objstore.plugins.module_utils.store import open_store
 
 SMALL_OBJECT = 1024 * 1024
+# Crash testing: STORESHIFT_CRASH_AT=<point>:<n> makes the process SIGKILL itself the n-th time it
+# reaches <point> (listing, put, repoint, delete). Used by the test suite to prove resume safety at
+# exact moments; unset in normal use.
+CRASH_ENV = 'STORESHIFT_CRASH_AT'
+CRASH_POINTS = ('listing', 'put', 'repoint', 'delete')
 PAGE = 1000
 FLUSH_SECONDS = 0.5
 RETRY_ATTEMPTS = 6
@@ -58,6 +65,10 @@ RETRY_BASE_SECONDS = 0.2
 RETRY_MAX_SECONDS = 8.0
 LAYOUTS = ('objects', 'anchore')
 OVERWRITE = ('never', 'if_different', 'always')
+# Drivers whose listing is in plain key order (S3: UTF-8 binary order, which is Python's str order; localfs
+# and the RustFS API walk in the same order). For them the destination is listed once alongside the source
+# (a merge join) instead of one HEAD per object; see DestIndex.
+LISTS_IN_KEY_ORDER = ('s3', 'localfs', 'rustfs')
 
 
 # ---------------------------------------------------------------------------
@@ -155,6 +166,29 @@ class MigrationOptions(object):
                 'shard': {'index': self.shard_index, 'count': self.shard_count}}
 
 
+class CrashPoints(object):
+    """Reads STORESHIFT_CRASH_AT once; ``reach(point)`` kills the process when its turn comes."""
+
+    def __init__(self, setting=None):
+        self.point, self.remaining = None, 0
+        self._lock = threading.Lock()
+        setting = setting if setting is not None else os.environ.get(CRASH_ENV, '')
+        if setting:
+            point, _sep, count = setting.partition(':')
+            if point not in CRASH_POINTS:
+                raise ConfigError('%s: unknown crash point %s (expected one of %s)'
+                                  % (CRASH_ENV, point, ', '.join(CRASH_POINTS)), step='config')
+            self.point, self.remaining = point, int(count or 1)
+
+    def reach(self, point):
+        if point != self.point:
+            return
+        with self._lock:
+            self.remaining -= 1
+            if self.remaining == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
 class RateLimiter(object):
     """A token bucket shared by the workers; ``None`` rate means unlimited."""
 
@@ -180,7 +214,7 @@ class RateLimiter(object):
 # ---------------------------------------------------------------------------
 
 class WorkItem(object):
-    __slots__ = ('key', 'size', 'source_key', 'dest_key', 'doc')
+    __slots__ = ('key', 'size', 'source_key', 'dest_key', 'doc', 'dest_known', 'dest_info')
 
     def __init__(self, key, size=None, source_key=None, dest_key=None, doc=None):
         self.key = key
@@ -188,6 +222,70 @@ class WorkItem(object):
         self.source_key = source_key if source_key is not None else key
         self.dest_key = dest_key if dest_key is not None else key
         self.doc = doc
+        # Set by DestIndex: dest_known True means dest_info (None = absent) comes from the destination's listing.
+        self.dest_known = False
+        self.dest_info = None
+
+
+class DestIndex(object):
+    """What the destination holds, from its listing, merged with the source listing in key order.
+
+    The source items arrive in ascending key order; the destination is listed lazily (page by page,
+    bounded memory) under the same prefixes and advanced alongside. ``lookup`` answers
+    (known, ObjectInfo or None). As soon as either listing is seen out of order, or the destination
+    listing fails, every later answer is "unknown" and the engine falls back to one HEAD per object.
+    """
+
+    def __init__(self, store, prefixes):
+        self._listing = self._iterate(store, prefixes)
+        self._current = None
+        self._exhausted = False
+        self._last_source = None
+        self.enabled = True
+
+    def _iterate(self, store, prefixes):
+        last = None
+        for prefix in prefixes:
+            for info in store.list(prefix):
+                if last is not None and info.key <= last:
+                    raise _OutOfOrder()
+                last = info.key
+                yield info
+
+    def _advance(self):
+        try:
+            self._current = next(self._listing)
+        except StopIteration:
+            self._current = None
+            self._exhausted = True
+
+    def lookup(self, key):
+        if not self.enabled:
+            return False, None
+        if self._last_source is not None and key <= self._last_source:
+            self.enabled = False
+            return False, None
+        self._last_source = key
+        try:
+            if self._current is None and not self._exhausted:
+                self._advance()
+            while self._current is not None and self._current.key < key:
+                self._advance()
+        except (_OutOfOrder, ObjstoreError):
+            self.enabled = False
+            return False, None
+        if self._current is not None and self._current.key == key:
+            return True, self._current
+        return True, None
+
+    def close(self):
+        close = getattr(self._listing, 'close', None)
+        if close:
+            close()
+
+
+class _OutOfOrder(Exception):
+    pass
 
 
 def _read_all(stream):
@@ -237,6 +335,7 @@ class Migrator(object):
         self._stop = threading.Event()
         self._listing_done = False
         self._writer_error = None
+        self._crash = CrashPoints()
         self.copied_this_run = 0
         self.puts = 0
 
@@ -290,6 +389,7 @@ class Migrator(object):
     def iter_pages(self):
         page = []
         for item in self.iter_items():
+            self._crash.reach('listing')
             page.append(item)
             if len(page) >= PAGE:
                 yield page
@@ -310,6 +410,7 @@ class Migrator(object):
                       retain_seconds=self.options.retain_seconds)
         with self._lock:
             self.puts += 1
+        self._crash.reach('put')
 
     def _copy_objects_layout(self, item):
         """Copy one object; returns (sha256, logical size, stored size)."""
@@ -349,7 +450,7 @@ class Migrator(object):
 
     def _process_objects(self, item):
         if self.options.overwrite != 'always':
-            existing = self.dest.stat(item.dest_key)
+            existing = item.dest_info if item.dest_known else self.dest.stat(item.dest_key)
             if existing is not None:
                 if self.options.overwrite == 'never':
                     return {'state': 'skipped', 'size': existing.size, 'error': None}
@@ -370,6 +471,7 @@ class Migrator(object):
         if self.options.delete_source:
             if result['state'] == 'skipped' and not result.get('sha256'):
                 return result  # never delete what was not compared
+            self._crash.reach('delete')
             self.source.delete(item.source_key)
             result['state'] = 'deleted'
         return result
@@ -399,11 +501,13 @@ class Migrator(object):
             check.close()
         if check.hexdigest() != sha or check.size != logical.size:
             raise IntegrityError('destination read back differs from the source', step='verify', key=item.key)
+        self._crash.reach('repoint')
         if not self.catalog.repoint(doc, dest_url, compressed, stored.md5_hexdigest(), stored.size):
             raise IntegrityError('archive_metadata row changed during the migration; not repointed', step='repoint',
                                  key=item.key)
         result = {'state': 'copied', 'size': logical.size, 'stored_size': stored.size, 'sha256': sha, 'copied': True}
         if self.options.delete_source:
+            self._crash.reach('delete')
             self.source.delete(item.source_key)
             result['state'] = 'deleted'
         return result
@@ -539,6 +643,12 @@ class Migrator(object):
             thread.daemon = True
             thread.start()
             workers.append(thread)
+        index = None
+        # The source may list in any order (an inversion only turns the index off); the destination's order
+        # is what makes an "absent" answer true, hence the list of drivers.
+        if self.options.layout == 'objects' and self.options.overwrite != 'always' \
+                and self.dest_spec.driver in LISTS_IN_KEY_ORDER:
+            index = DestIndex(self.dest, self.options.prefixes)
         try:
             for page in self.iter_pages():
                 if self._stop.is_set():
@@ -548,6 +658,9 @@ class Migrator(object):
                     self._listed += len(page)
                     self._listed_bytes += sum(item.size or 0 for item in page)
                 for item in page:
+                    if index is not None:
+                        # Every listed key goes through the index (done ones too): it checks the order.
+                        item.dest_known, item.dest_info = index.lookup(item.dest_key)
                     known = states.get(item.key)
                     if known is not None and known[0] in DONE_STATES:
                         continue  # done in an earlier attempt: never copied twice
@@ -556,6 +669,8 @@ class Migrator(object):
                 # Only a listing that really reached its end makes the total final.
                 self._listing_done = not self._stop.is_set()
         finally:
+            if index is not None:
+                index.close()
             for _thread in workers:
                 work.put(None)
             for thread in workers:

@@ -44,13 +44,13 @@ options:
   section:
     description:
       - Which section to set.
-      - C(object_store), C(analysis_archive) and C(archive) apply to Anchore, C(artifact_store) to StellaOps.
+      - "C(object_store), C(analysis_archive) and C(archive) apply to Anchore, C(artifact_store) to StellaOps."
       - Defaults to C(object_store) for Anchore and C(artifact_store) for StellaOps.
     type: str
     choices: [object_store, analysis_archive, archive, artifact_store]
   store:
     description:
-      - The store, in Anchore's shape C({storage_driver: {name, config}, compression: {enabled, min_size_kbytes}}).
+      - "The store, in Anchore's shape C({storage_driver: {name, config}, compression: {enabled, min_size_kbytes}})."
       - For Anchore it is written as given (after validation).
       - "For StellaOps it is mapped to C(scanner.artifactStore): the C(rustfs) driver to C(driver), C(endpoint),
         C(bucket), C(timeoutSeconds), C(apiKeyHeader), C(apiKey); the C(s3) driver to C(driver: s3), C(endpoint),
@@ -81,8 +81,8 @@ attributes:
     platforms: posix
 notes:
   - Requires PyYAML on the target for YAML files.
-  - Flow-style mappings (C(catalog: {object_store: ...})) on the path to the section cannot be edited; the module
-    fails naming the key.
+  - "Flow-style mappings (C(catalog: {object_store: ...})) on the path to the section cannot be edited; the module
+    fails naming the key."
 seealso:
   - module: storeshift.objstore.objstore_check
   - module: storeshift.objstore.objstore_migrate

@@ -1,0 +1,302 @@
+"""Server faults against the real stack: a destination that dies and comes back, a flaky S3
+(503 SlowDown, connection resets, slow answers through tests/stack/faultproxy.py), an unreachable or
+killed ledger database, a full destination disk, a corrupt Anchore source object.
+
+Servers that are stopped here are private ones started by the test (never the shared stack's).
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg2
+import pytest
+import requests
+
+from ansible_collections.storeshift.objstore.plugins.module_utils import engine as engine_module
+from ansible_collections.storeshift.objstore.plugins.module_utils.engine import MigrationOptions, Migrator
+from ansible_collections.storeshift.objstore.plugins.module_utils.errors import LedgerError
+from ansible_collections.storeshift.objstore.plugins.module_utils.ledger import Ledger
+
+from helpers import logical_digests, seed, spec_of
+from test_crash_resume import DB2, assert_no_row_points_at_nothing, db_rows, seed_anchore_db2
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RUSTFS_SERVER = os.path.join(REPO, 'tests', 'stack', 'rustfs_server.py')
+
+
+def migrator(source, dest, ledger, db_connect=None, migration_id=None, **options):
+    return Migrator(spec_of(source), spec_of(dest), MigrationOptions(**options), ledger_location=ledger,
+                    db_connect=db_connect, migration_id=migration_id)
+
+
+class Background(object):
+    """Migrator.run() in a thread; ``result`` or ``error`` afterwards."""
+
+    def __init__(self, run):
+        self.result = self.error = None
+        self._thread = threading.Thread(target=self._main, args=(run,), daemon=True)
+        self._thread.start()
+
+    def _main(self, run):
+        try:
+            self.result = run()
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            self.error = exc
+
+    def join(self, timeout=180):
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), 'the migration did not end'
+        return self
+
+
+def wait_done(ledger, migration_id, count, timeout=60):
+    """Wait until the ledger records ``count`` objects done for the migration."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(ledger) or '://' in ledger:
+            try:
+                probe = Ledger(ledger, create=False)
+                try:
+                    summary = probe.summary(migration_id, failures_limit=0)
+                finally:
+                    probe.close()
+            except Exception:  # noqa: BLE001 - not created yet
+                summary = None
+            if summary and summary['objects_done'] >= count:
+                return summary
+        time.sleep(0.05)
+    raise AssertionError('%d objects were not done within %ds' % (count, timeout))
+
+
+def free_port():
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+class PrivateRustfs(object):
+    """A RustFS reference server in its own process, on its own port: it can be killed and restarted."""
+
+    def __init__(self, data_dir, key='private-key'):
+        self.data_dir = str(data_dir)
+        self.port = free_port()
+        self.key = key
+        self.url = 'http://127.0.0.1:%d' % self.port
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([sys.executable, RUSTFS_SERVER, '--port', str(self.port), '--data-dir',
+                                      self.data_dir, '--api-key-header', 'X-API-Key', '--api-key', self.key,
+                                      '--quiet'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                if requests.get(self.url + '/health', timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise AssertionError('private RustFS server did not start')
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def spec(self, bucket):
+        response = requests.put('%s/api/v1/buckets/%s' % (self.url, bucket), headers={'X-API-Key': self.key},
+                                timeout=10)
+        assert response.status_code in (200, 201), response.text
+        return {'storage_driver': {'name': 'rustfs', 'config': {
+            'endpoint': self.url, 'bucket': bucket, 'api_key_header': 'X-API-Key', 'api_key': self.key}},
+            'compression': {'enabled': False, 'min_size_kbytes': 100}}
+
+
+@pytest.fixture
+def private_rustfs(tmp_path):
+    server = PrivateRustfs(tmp_path / 'private-rustfs').start()
+    yield server
+    server.kill()
+
+
+def local_spec(directory):
+    directory.mkdir(parents=True, exist_ok=True)
+    return {'storage_driver': {'name': 'localfs', 'config': {'archive_data_dir': str(directory)}},
+            'compression': {'enabled': False, 'min_size_kbytes': 100}}
+
+
+# -- destination down -------------------------------------------------------------------------------
+
+def test_destination_down_briefly_is_retried_within_the_run(private_rustfs, tmp_path):
+    source = local_spec(tmp_path / 'src')
+    expected = seed(source, 80)
+    dest = private_rustfs.spec('brief')
+    ledger = str(tmp_path / 'ledger.sqlite')
+    run = Background(migrator(source, dest, ledger, migration_id='brief', workers=4,
+                              max_objects_per_second=25).run)
+    wait_done(ledger, 'brief', 10)
+    private_rustfs.kill()
+    time.sleep(1.0)  # shorter than the engine's retry window (6 attempts, >= 3.1 s of backoff)
+    private_rustfs.start()
+    run.join()
+    assert run.error is None, run.error
+    assert run.result['run_state'] == 'complete', run.result['failures']
+    assert run.result['retries'] > 0
+    assert logical_digests(dest) == expected
+
+
+def test_destination_stopped_then_restarted_resume_completes(private_rustfs, tmp_path, monkeypatch):
+    # Shorter backoff only so that the down phase exhausts the retries quickly (same code path).
+    monkeypatch.setattr(engine_module, 'RETRY_BASE_SECONDS', 0.02)
+    source = local_spec(tmp_path / 'src')
+    expected = seed(source, 80)
+    dest = private_rustfs.spec('stopped')
+    ledger = str(tmp_path / 'ledger.sqlite')
+    run = Background(migrator(source, dest, ledger, migration_id='stopped', workers=4,
+                              max_objects_per_second=40).run)
+    wait_done(ledger, 'stopped', 10)
+    private_rustfs.kill()
+    run.join()
+    assert run.error is None, run.error
+    first = run.result
+    assert first['run_state'] == 'failed' and first['objects_failed'] > 0
+    assert first['retries'] > 0
+    assert any('connection refused' in f['error'] for f in first['failures']), first['failures']
+    private_rustfs.start()  # same port, same data directory
+    second = migrator(source, dest, ledger, migration_id='stopped', workers=4).run()
+    assert second['run_state'] == 'complete' and second['objects_failed'] == 0, second['failures']
+    assert second['objects_copied'] + second['objects_skipped'] == 80
+    assert logical_digests(dest) == expected
+
+
+# -- flaky S3 ----------------------------------------------------------------------------------------
+
+def test_flaky_s3_slowdown_resets_delays_complete_with_retries(s3_spec, s3b_spec, fault_proxy, tmp_path):
+    expected = seed(s3_spec, 60)
+    proxy = fault_proxy(s3b_spec['storage_driver']['config']['url'], seed=7, delay_seconds=0.3)
+    dest = dict(s3b_spec, storage_driver={'name': 's3', 'config': dict(s3b_spec['storage_driver']['config'],
+                                                                         url=proxy.url)})
+    ledger = str(tmp_path / 'ledger.sqlite')
+    run = Background(migrator(s3_spec, dest, ledger, migration_id='flaky', workers=4,
+                              max_objects_per_second=30).run)
+    # Faults start once the run is under way (the start-up access check is not retried by design).
+    deadline = time.time() + 30
+    while not os.path.exists(ledger) and time.time() < deadline:
+        time.sleep(0.02)
+    proxy.set_rates(slowdown_rate=0.12, reset_rate=0.06, delay_rate=0.1)
+    run.join()
+    assert run.error is None, run.error
+    result = run.result
+    assert result['run_state'] == 'complete', result['failures']
+    assert result['objects_failed'] == 0
+    assert proxy.injected['slowdown'] > 0 and proxy.injected['reset'] > 0 and proxy.injected['delay'] > 0
+    assert result['retries'] > 0
+    assert result['retries'] >= proxy.injected['slowdown'] + proxy.injected['reset'] - 10
+    assert logical_digests(s3b_spec) == expected
+
+
+# -- the ledger database -----------------------------------------------------------------------------
+
+def test_ledger_unreachable_fails_cleanly_deletes_nothing(s3_spec, s3b_spec, stack):
+    expected = seed(s3_spec, 10)
+    password = stack['OBJSTORE_PG_PASSWORD']
+    ledger = 'postgresql://%s:%s@127.0.0.1:%d/objstore' % (stack['OBJSTORE_PG_USER'], password, free_port())
+    with pytest.raises(LedgerError) as caught:
+        migrator(s3_spec, s3b_spec, ledger, delete_source=True).run()
+    message = str(caught.value)
+    assert 'ledger' in message and '127.0.0.1' in message, message
+    assert password not in message and password not in repr(caught.value.to_dict())
+    assert logical_digests(s3_spec) == expected  # nothing deleted
+    assert logical_digests(s3b_spec) == {}  # nothing written
+
+
+def test_ledger_killed_mid_run_stops_and_deletes_only_verified(s3_spec, rustfs_spec, fresh_db, stack):
+    expected = seed(s3_spec, 120)
+    password = stack['OBJSTORE_PG_PASSWORD']
+    run = Background(migrator(s3_spec, rustfs_spec, fresh_db, migration_id='ledger-killed', workers=4,
+                              delete_source=True, max_objects_per_second=30).run)
+    wait_done(fresh_db, 'ledger-killed', 10)
+    dbname = fresh_db.rpartition('/')[2]
+    conn = psycopg2.connect(stack['OBJSTORE_PG_DSN'])
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            # The ledger's database goes away: its sessions are terminated and it is dropped.
+            cur.execute('DROP DATABASE "%s" WITH (FORCE)' % dbname)
+    finally:
+        conn.close()
+    run.join()
+    assert isinstance(run.error, LedgerError), (run.error, run.result)
+    message = str(run.error)
+    assert 'ledger' in message and dbname in message, message
+    assert password not in message
+    left = logical_digests(s3_spec)
+    in_dest = logical_digests(rustfs_spec)
+    assert len(left) < 120 and len(left) > 0, 'the run should have stopped part way (%d left)' % len(left)
+    for key, sha in expected.items():
+        if key not in left:
+            assert in_dest.get(key) == sha, 'source %s deleted without a verified copy' % key
+
+
+# -- a full disk ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    mount_point = tmp_path / 'small-disk'
+    mount_point.mkdir()
+    proc = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', str(mount_point)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    if proc.returncode != 0:
+        pytest.skip('cannot mount a tmpfs here: %s' % proc.stdout.strip())
+    yield mount_point
+    subprocess.run(['umount', str(mount_point)], check=False)
+
+
+def test_full_destination_disk_fails_cleanly(small_tmpfs, tmp_path):
+    source = local_spec(tmp_path / 'src')
+    expected = seed(source, 40, size=100 * 1024)  # 4 MiB into a 2 MiB file system
+    dest = {'storage_driver': {'name': 'localfs', 'config': {'archive_data_dir': str(small_tmpfs)}},
+            'compression': {'enabled': False, 'min_size_kbytes': 100}}
+    result = migrator(source, dest, str(tmp_path / 'ledger.sqlite'), workers=4).run()
+    assert result['run_state'] == 'failed'
+    assert result['objects_failed'] > 0 and result['objects_copied'] > 0
+    assert result['failures'] and all('no space left' in f['error'] for f in result['failures']), result['failures']
+    assert '%d objects failed' % result['objects_failed'] in result['run_message']
+    # What is in the destination is whole (atomic writes): no truncated object, no temporary file.
+    in_dest = logical_digests(dest)
+    assert len(in_dest) == result['objects_copied']
+    for key, sha in in_dest.items():
+        assert expected[key] == sha
+    assert logical_digests(source) == expected
+    files = [os.path.join(d, f) for d, _s, fs in os.walk(str(small_tmpfs)) for f in fs]
+    assert len(files) == len(in_dest), sorted(files)[:5]
+
+
+# -- corruption -------------------------------------------------------------------------------------
+
+def test_corrupt_anchore_source_object_fails_alone(anchore_db, tmp_path):
+    documents = seed_anchore_db2(anchore_db, 20, corrupt={7})
+    dest = local_spec(tmp_path / 'dest')
+    result = migrator(DB2, dest, str(tmp_path / 'ledger.sqlite'), db_connect=anchore_db, layout='anchore',
+                      delete_source=True, workers=4).run()
+    assert result['run_state'] == 'failed'
+    assert result['objects_failed'] == 1 and result['objects_deleted'] == 19
+    bad = 'admin/analysis_archive/sha256:%064x' % 7
+    [failure] = result['failures']
+    assert failure['key'] == bad
+    assert 'digest mismatch' in failure['error'] and bad in failure['error'], failure
+    # The corrupt object stays where it was (not deleted, row not repointed); the rest moved.
+    assert db_rows(anchore_db, 'SELECT bucket, key FROM object_storage') == [('analysis_archive', 'sha256:%064x' % 7)]
+    good = dict(documents)
+    del good[('admin', 'analysis_archive', 'sha256:%064x' % 7)]
+    row = db_rows(anchore_db, 'SELECT content_url FROM archive_metadata WHERE "archiveId" = %s',
+                  ('sha256:%064x' % 7,))
+    assert row[0][0].startswith('db2://')
+    db_rows(anchore_db, 'DELETE FROM archive_metadata WHERE "archiveId" = %s RETURNING 1', ('sha256:%064x' % 7,))
+    assert_no_row_points_at_nothing(anchore_db, good, [DB2, dest], expect_in=1)
