@@ -78,7 +78,7 @@ lint: venv link
 	$(VENV)/bin/ansible-lint --profile production
 
 molecule: venv link
-	cd extensions && $(VENV)/bin/molecule test --all
+	set -a && . $(ROOT)/.stack/env && set +a && $(VENV)/bin/molecule test --all
 
 bench-smoke: venv link
 	$(PY) bench/bench.py --smoke

@@ -42,7 +42,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLLECTIONS = os.path.join(REPO, '.build', 'collections')
+# BENCH_COLLECTIONS: another tree laid out as ansible_collections/storeshift/objstore (to compare a change)
+COLLECTIONS = os.environ.get('BENCH_COLLECTIONS') or os.path.join(REPO, '.build', 'collections')
 ENV_FILE = os.path.join(REPO, '.stack', 'env')
 RESULTS = os.path.join(REPO, 'bench', 'results')
 PYTHON = sys.executable

@@ -281,6 +281,15 @@ def _parse_env_file(text):
     return values
 
 
+def _looks_like_env_file(text):
+    """True when the first meaningful line is ``NAME=value`` (YAML would say ``name: value``)."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith('#'):
+            return bool(re.match(r'^(export\s+)?[A-Za-z_][A-Za-z0-9_]*=', line))
+    return False
+
+
 # .NET configuration keys for scanner.artifactStore in an environment file.
 _ENV_PREFIXES = ('SCANNER__ARTIFACTSTORE__', 'STELLAOPS_SCANNER__ARTIFACTSTORE__')
 
@@ -342,8 +351,7 @@ def load_spec_from_config(path, section=None):
                           step='config')
     text = _read_text(path)
     origin = '%s [%s]' % (path, section or 'auto')
-    if path.endswith('.env') or (text and not text.lstrip().startswith(('{', '-', '#')) and re.match(
-            r'^\s*(export\s+)?[A-Za-z_][A-Za-z0-9_]*=', text)):
+    if path.endswith('.env') or _looks_like_env_file(text):
         env_values = _artifact_store_from_env(_parse_env_file(text))
         if section not in (None, 'artifact_store'):
             raise ConfigError('%s is an environment file; only section artifact_store applies' % path, step='config')
@@ -401,6 +409,8 @@ def resolve_spec(spec=None, config_file=None, section=None, name='store'):
     if spec:
         if isinstance(spec, dict) and ('config_file' in spec or 'section' in spec):
             inner = dict(spec)
+            if inner.get('storage_driver'):
+                raise ConfigError('%s: give either a spec or config_file, not both' % name, step='config')
             return resolve_spec(None, inner.pop('config_file', None), inner.pop('section', None), name)
         return StoreSpec.from_dict(spec, name=name)
     if config_file:

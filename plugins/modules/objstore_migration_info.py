@@ -88,6 +88,7 @@ exists:
 
 import os
 
+from ansible_collections.storeshift.objstore.plugins.module_utils.errors import ConfigError
 from ansible_collections.storeshift.objstore.plugins.module_utils.ledger import (
     Ledger,
     is_postgres_location,
@@ -101,6 +102,8 @@ def info(objmod):
     params = objmod.params
     location = resolve_location(params['ledger'])
     objmod.add_secrets([dsn_password(location)])
+    if not is_postgres_location(location) and not os.path.isabs(location):
+        raise ConfigError('ledger must be an absolute path or a postgresql:// DSN, got %s' % location, step='config')
     if not is_postgres_location(location) and not os.path.exists(location):
         if params['migration_id']:
             return dict(changed=False, exists=False, migration=None)

@@ -110,7 +110,7 @@ scanner:
     spec = load_spec_from_config(yaml_path)
     assert spec.driver == 'rustfs'
     assert spec.config['timeout_seconds'] == 30 and spec.config['api_key'] == 'k-123456'
-    env_path = write(tmp_path, 'scanner.env', 'SCANNER__ARTIFACTSTORE__DRIVER=s3\n'
+    env_path = write(tmp_path, 'scanner.conf', '# StellaOps scanner environment\nSCANNER__ARTIFACTSTORE__DRIVER=s3\n'
                      'SCANNER__ARTIFACTSTORE__ENDPOINT=http://minio:9000\n'
                      'SCANNER__ARTIFACTSTORE__BUCKET=scanner-artifacts\n'
                      'SCANNER__ARTIFACTSTORE__ACCESSKEY=stellaops\n'
