@@ -78,8 +78,8 @@ def main():
         json.dump(dict(stores, demo_db_connect=env['OBJSTORE_PG_DSN'], demo_ledger=os.path.join(WORK, 'ledger.sqlite'),
                        demo_report=os.path.join(WORK, 'verify-report.json')), handle, indent=2)
     os.chmod(os.path.join(WORK, 'stores.yml'), 0o600)
-    print('seeded %d scanner SBOMs (%.1f MiB) into %s' % (ARTEFACTS, total / 1048576.0,
-                                                         StoreSpec.from_dict(stores['demo_minio']).describe()))
+    where = StoreSpec.from_dict(stores['demo_minio']).describe()
+    print('seeded %d scanner SBOMs (%.1f MiB) into %s' % (ARTEFACTS, total / 1048576.0, where))
 
 
 if __name__ == '__main__':

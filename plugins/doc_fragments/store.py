@@ -92,7 +92,10 @@ options:
                 description: Key prefix joined to every key with no separator, as Anchore does.
                 type: str
               validate_certs:
-                description: Verify TLS certificates; default true.
+                description:
+                  - Verify TLS certificates; default true.
+                  - V(false) turns verification off and is insecure (a machine in the path can read and change the
+                    data and the credentials); for tests only. Prefer C(ca_bundle) for a private CA.
                 type: bool
               ca_bundle:
                 description: Absolute path of a CA bundle for TLS verification.
@@ -205,7 +208,10 @@ options:
                 description: Key prefix joined to every key with no separator, as Anchore does.
                 type: str
               validate_certs:
-                description: Verify TLS certificates; default true.
+                description:
+                  - Verify TLS certificates; default true.
+                  - V(false) turns verification off and is insecure (a machine in the path can read and change the
+                    data and the credentials); for tests only. Prefer C(ca_bundle) for a private CA.
                 type: bool
               ca_bundle:
                 description: Absolute path of a CA bundle for TLS verification.
@@ -314,7 +320,10 @@ options:
                 description: Key prefix joined to every key with no separator, as Anchore does.
                 type: str
               validate_certs:
-                description: Verify TLS certificates; default true.
+                description:
+                  - Verify TLS certificates; default true.
+                  - V(false) turns verification off and is insecure (a machine in the path can read and change the
+                    data and the credentials); for tests only. Prefer C(ca_bundle) for a private CA.
                 type: bool
               ca_bundle:
                 description: Absolute path of a CA bundle for TLS verification.

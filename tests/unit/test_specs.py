@@ -65,8 +65,8 @@ def test_s3_spec_anchore_shape_region_false_is_unset():
     ({'storage_driver': {'name': 's3', 'config': {'bucket': 'b', 'colour': 'red'}}}, 'unknown s3 config keys: colour'),
     ({'storage_driver': {'name': 'localfs', 'config': {'archive_data_dir': 'relative/dir'}}}, 'absolute path'),
     ({'storage_driver': {'name': 'rustfs', 'config': {'endpoint': 'ftp://x', 'bucket': 'b'}}}, 'http:// or https://'),
-    ({'storage_driver': {'name': 'rustfs', 'config': {'endpoint': 'http://x', 'bucket': 'b',
-                                                       'api_key_header': 'X-K'}}}, 'api_key is empty'),
+    ({'storage_driver': {'name': 'rustfs', 'config': {
+        'endpoint': 'http://x', 'bucket': 'b', 'api_key_header': 'X-K'}}}, 'api_key is empty'),
     ({'compression': {'enabled': True}}, 'storage_driver is missing'),
     ('not a mapping', 'must be a mapping'),
     ({'storage_driver': {'name': 'db'}, 'compression': {'enabled': 'maybe'}}, 'must be a boolean'),
