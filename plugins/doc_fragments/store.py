@@ -16,7 +16,7 @@ options:
       - Connection to the application's PostgreSQL database, as a libpq DSN
         (C(host=... dbname=... user=... password=...)) or a C(postgresql://) URL,
         as C(anchore-manager --db-connect) takes it.
-      - Needed by the C(db) and C(db2) drivers and by O(layout=anchore).
+      - Needed by the C(db) and C(db2) drivers and by the C(anchore) layout.
       - When not set, the C(PGHOST), C(PGPORT), C(PGDATABASE), C(PGUSER) and
         C(PGPASSWORD) environment variables are used, as libpq does.
     type: str
@@ -39,7 +39,7 @@ notes:
   - Secrets (C(secret_key), C(api_key), the DSN password) never appear in results or messages.
 '''
 
-    STORE = r'''
+    SINGLE = r'''
 options:
   store:
     description:

@@ -53,6 +53,11 @@ from ansible_collections.storeshift.objstore.plugins.module_utils.ledger import 
 from ansible_collections.storeshift.objstore.plugins.module_utils.store import open_store
 
 SMALL_OBJECT = 1024 * 1024
+# Memory for objects copied as streams (larger than SMALL_OBJECT): a streaming upload holds about three
+# parts (the part being sent, the next one being read, the read buffer), so at most
+# LARGE_MEMORY_BUDGET / (3 * part size) of them run at once, whatever the number of workers.
+LARGE_MEMORY_BUDGET = 100 * 1024 * 1024
+DEFAULT_PART = 8 * 1024 * 1024
 # Crash testing: STORESHIFT_CRASH_AT=<point>:<n> makes the process SIGKILL itself the n-th time it
 # reaches <point> (listing, put, repoint, delete). Used by the test suite to prove resume safety at
 # exact moments; unset in normal use.
@@ -338,6 +343,8 @@ class Migrator(object):
         self._crash = CrashPoints()
         self.copied_this_run = 0
         self.puts = 0
+        self._large_slots = threading.BoundedSemaphore(max(1, min(options.workers,
+                                                                  LARGE_MEMORY_BUDGET // (3 * DEFAULT_PART))))
 
     # -- setup ------------------------------------------------------------------
     def _open_stores(self, write):
@@ -359,6 +366,9 @@ class Migrator(object):
         if self.options.layout == 'anchore':
             from ansible_collections.storeshift.objstore.plugins.module_utils.anchore import AnchoreCatalog
             self.catalog = AnchoreCatalog(self.db_connect)
+        part = max(int(getattr(self.dest, 'chunk_size', 0) or 0), DEFAULT_PART)
+        self._large_slots = threading.BoundedSemaphore(max(1, min(self.options.workers,
+                                                                  LARGE_MEMORY_BUDGET // (3 * part))))
 
     def close(self):
         for resource in (self.source, self.dest, self.catalog):
@@ -416,6 +426,12 @@ class Migrator(object):
         """Copy one object; returns (sha256, logical size, stored size)."""
         src_spec, dst_spec = self.source_spec, self.dest_spec
         if item.size is not None and item.size <= SMALL_OBJECT:
+            if not src_spec.compression_enabled and not dst_spec.compression_enabled:
+                data = _read_all(self.source.open(item.source_key))  # byte for byte: no codec layers
+                sha = hashlib.sha256(data).hexdigest()
+                self._bytes_limiter.take(len(data))
+                self._put(item.dest_key, io.BytesIO(data), len(data))
+                return sha, len(data), len(data)
             raw = _read_all(self.source.open(item.source_key))
             logical = _read_all(codec.decode_stream(io.BytesIO(raw), src_spec.compression_enabled))
             sha = hashlib.sha256(logical).hexdigest()
@@ -427,6 +443,11 @@ class Migrator(object):
             self._bytes_limiter.take(len(logical))
             self._put(item.dest_key, stream, size)
             return sha, len(logical), size
+        with self._large_slots:
+            return self._copy_stream(item)
+
+    def _copy_stream(self, item):
+        src_spec, dst_spec = self.source_spec, self.dest_spec
         raw = self.source.open(item.source_key)
         try:
             logical = codec.HashingReader(codec.decode_stream(raw, src_spec.compression_enabled))
@@ -488,7 +509,8 @@ class Migrator(object):
                 data = _read_all(stored)
                 self._put(dest_key, io.BytesIO(data), len(data))
             else:
-                self._put(dest_key, stored, None)
+                with self._large_slots:
+                    self._put(dest_key, stored, None)
         finally:
             logical.close()
         sha = logical.hexdigest()

@@ -35,7 +35,7 @@ options:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - storeshift.objstore.store
-  - storeshift.objstore.store.store
+  - storeshift.objstore.store.single
 attributes:
   check_mode:
     support: full

@@ -50,7 +50,7 @@ def t(name, module, args, fail=False, **extra):
 
 
 def run_playbook(args, env, cwd):
-    proc = subprocess.run(['ansible-playbook', '-vvv', '--diff', '-i', 'localhost,'] + args, env=env, cwd=cwd,
+    proc = subprocess.run(['ansible-playbook', '-vvv', '--diff', '-c', 'local', '-i', 'localhost,'] + args, env=env, cwd=cwd,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=600)
     return proc
 
