@@ -53,9 +53,10 @@ from ansible_collections.storeshift.objstore.plugins.module_utils.ledger import 
 from ansible_collections.storeshift.objstore.plugins.module_utils.store import open_store
 
 SMALL_OBJECT = 1024 * 1024
-# Memory for objects copied as streams (larger than SMALL_OBJECT): a streaming upload holds about three
-# parts (the part being sent, the next one being read, the read buffer), so at most
-# LARGE_MEMORY_BUDGET / (3 * part size) of them run at once, whatever the number of workers.
+# Memory for objects copied as streams (larger than SMALL_OBJECT): a streaming upload holds a few parts
+# (``stream_buffers`` of the destination driver, at least 3: the part being sent, the next one being read,
+# its read buffer), so at most LARGE_MEMORY_BUDGET / (stream_buffers * part size) of them run at once,
+# whatever the number of workers.
 LARGE_MEMORY_BUDGET = 100 * 1024 * 1024
 DEFAULT_PART = 8 * 1024 * 1024
 # Crash testing: STORESHIFT_CRASH_AT=<point>:<n> makes the process SIGKILL itself the n-th time it
@@ -367,8 +368,9 @@ class Migrator(object):
             from ansible_collections.storeshift.objstore.plugins.module_utils.anchore import AnchoreCatalog
             self.catalog = AnchoreCatalog(self.db_connect)
         part = max(int(getattr(self.dest, 'chunk_size', 0) or 0), DEFAULT_PART)
+        buffers = max(int(getattr(self.dest, 'stream_buffers', 0) or 0), 3)
         self._large_slots = threading.BoundedSemaphore(max(1, min(self.options.workers,
-                                                                  LARGE_MEMORY_BUDGET // (3 * part))))
+                                                                  LARGE_MEMORY_BUDGET // (buffers * part))))
 
     def close(self):
         for resource in (self.source, self.dest, self.catalog):
@@ -443,8 +445,7 @@ class Migrator(object):
             self._bytes_limiter.take(len(logical))
             self._put(item.dest_key, stream, size)
             return sha, len(logical), size
-        with self._large_slots:
-            return self._copy_stream(item)
+        return self._copy_stream(item)
 
     def _copy_stream(self, item):
         src_spec, dst_spec = self.source_spec, self.dest_spec
@@ -482,9 +483,15 @@ class Migrator(object):
                     dst_sha, dst_size = self._logical_sha(self.dest, self.dest_spec, item.dest_key)
                     if src_sha == dst_sha and src_size == dst_size:
                         return self._after_copy(item, {'state': 'skipped', 'size': src_size, 'sha256': src_sha})
-        sha, size, stored_size = self._copy_objects_layout(item)
-        if self.options.verify_writes:
-            self._verify_dest(item, sha, size)
+        if item.size is not None and item.size <= SMALL_OBJECT:
+            sha, size, stored_size = self._copy_objects_layout(item)
+            if self.options.verify_writes:
+                self._verify_dest(item, sha, size)
+        else:
+            with self._large_slots:  # copy and read-back of a stream: bounded memory whatever the workers
+                sha, size, stored_size = self._copy_objects_layout(item)
+                if self.options.verify_writes:
+                    self._verify_dest(item, sha, size)
         return self._after_copy(item, {'state': 'copied', 'size': size, 'stored_size': stored_size, 'sha256': sha,
                                        'copied': True})
 

@@ -112,9 +112,11 @@ class ObjstoreModule(object):
         db_connect = self.params.get('db_connect') if with_db else None
         self.db_connect = db_connect or (pg_env_dsn() if with_db else None)
         if db_connect:
-            self._secrets.append(dsn_password(db_connect))
+            self.add_secrets([dsn_password(db_connect)])
         if os.environ.get('PGPASSWORD'):
-            self._secrets.append(os.environ['PGPASSWORD'])
+            self.add_secrets([os.environ['PGPASSWORD']])
+        if isinstance(self.params.get('ledger'), str):  # a PostgreSQL ledger DSN may carry a password
+            self.add_secrets([dsn_password(self.params['ledger'])])
 
     # -- helpers ------------------------------------------------------------
     def store_spec(self, name, section_override=None):
@@ -123,7 +125,7 @@ class ObjstoreModule(object):
         if section_override and raw.get('config_file'):
             raw['section'] = section_override
         spec = resolve_spec(raw if raw else None, name=name)
-        self._secrets.extend(spec.secrets())
+        self.add_secrets(spec.secrets())
         return spec
 
     @property
@@ -131,7 +133,11 @@ class ObjstoreModule(object):
         return [s for s in self._secrets if s]
 
     def add_secrets(self, values):
-        self._secrets.extend(v for v in values if v)
+        values = [v for v in values if v and isinstance(v, str)]
+        self._secrets.extend(values)
+        # Also masked by AnsibleModule itself: the ``invocation`` it returns (ansible-core < 2.20 shows it
+        # at -vvv) holds parameters that are not no_log, such as a PostgreSQL ledger DSN with its password.
+        self.module.no_log_values.update(v for v in values if len(v) >= 3)
 
     def scrub(self, value):
         if isinstance(value, str):

@@ -28,7 +28,7 @@ description:
   - Secret values (C(secret_key), C(api_key), C(password), C(apiKey), C(secretKey), DSN passwords) are
     masked in the diff and in every return value.
 author:
-  - storeshift.objstore contributors
+  - Storeshift Maintainers (@storeshift)
 options:
   path:
     description:
@@ -243,12 +243,10 @@ def _secret_values(data):
             if appconfig.is_secret_name(key) and isinstance(value, str):
                 yield value
             else:
-                for inner in _secret_values(value):
-                    yield inner
+                yield from _secret_values(value)
     elif isinstance(data, list):
         for value in data:
-            for inner in _secret_values(value):
-                yield inner
+            yield from _secret_values(value)
 
 
 def main():

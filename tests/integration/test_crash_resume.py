@@ -189,21 +189,21 @@ DB2 = {'storage_driver': {'name': 'db2', 'config': {}}, 'compression': {'enabled
 # -- the crash points -------------------------------------------------------------------------------
 
 def test_crash_at_listing_then_resume(s3_spec, s3b_spec, tmp_path):
-    expected = seed(s3_spec, 120)
+    expected = seed(s3_spec, 60)
     ledger = str(tmp_path / 'ledger.sqlite')
     out, summary = crash_then_resume(s3_spec, s3b_spec, ledger, 'crash-listing', 'listing:50')
-    assert out['copied'] == 120 and summary['objects_copied'] == 120
+    assert out['copied'] == 60 and summary['objects_copied'] == 60
     verify_objects(s3_spec, s3b_spec)
     assert logical_digests(s3b_spec) == expected
 
 
 def test_crash_after_put_then_resume(s3_spec, rustfs_spec, tmp_path):
-    expected = seed(s3_spec, 150)
+    expected = seed(s3_spec, 80)
     ledger = str(tmp_path / 'ledger.sqlite')
-    point = random.randint(2, 140)
+    point = random.randint(2, 75)
     out, summary = crash_then_resume(s3_spec, rustfs_spec, ledger, 'crash-put', 'put:%d' % point)
     # The object whose put preceded the kill was written but never recorded: it is checked again.
-    assert summary['objects_copied'] + summary['objects_skipped'] == 150
+    assert summary['objects_copied'] + summary['objects_skipped'] == 80
     verify_objects(s3_spec, rustfs_spec)
     assert logical_digests(rustfs_spec) == expected
 
@@ -220,9 +220,9 @@ def test_crash_before_repoint_anchore_then_resume(anchore_db, s3_spec, tmp_path)
 
 
 def test_crash_before_delete_objects_then_resume(s3_spec, rustfs_spec, tmp_path):
-    expected = seed(s3_spec, 120)
+    expected = seed(s3_spec, 80)
     ledger = str(tmp_path / 'ledger.sqlite')
-    point = random.randint(2, 110)
+    point = random.randint(2, 75)
     out, summary = crash_then_resume(s3_spec, rustfs_spec, ledger, 'crash-delete', 'delete:%d' % point,
                                      delete_source=True)
     left, in_dest = assert_deleted_only_when_verified(s3_spec, rustfs_spec, expected)
@@ -245,11 +245,11 @@ def test_crash_before_delete_anchore_then_resume(anchore_db, s3_spec, tmp_path):
 
 
 def test_random_time_kill_with_delete_source_then_resume(s3_spec, rustfs_spec, tmp_path):
-    expected = seed(s3_spec, 400, size=2048)
+    expected = seed(s3_spec, 250, size=2048)
     ledger = str(tmp_path / 'ledger.sqlite')
     args = engine_args(s3_spec, rustfs_spec, ledger, 'random-kill', delete_source=True, workers=8)
     proc = subprocess.Popen(args, env=engine_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    threshold = random.randint(20, 300)
+    threshold = random.randint(20, 180)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if os.path.exists(ledger):
@@ -278,10 +278,10 @@ def test_random_time_kill_with_delete_source_then_resume(s3_spec, rustfs_spec, t
 
 @pytest.mark.parametrize('same_id', [False, True], ids=['other-migration-id', 'same-migration-id'])
 def test_second_concurrent_migration_refuses(s3_spec, s3b_spec, tmp_path, same_id):
-    expected = seed(s3_spec, 150)
+    expected = seed(s3_spec, 100)
     ledger = str(tmp_path / 'ledger.sqlite')
     # The first run is slowed down so that it is surely running when the second starts.
-    first = subprocess.Popen(engine_args(s3_spec, s3b_spec, ledger, 'first', workers=2, max_objects_per_second=40),
+    first = subprocess.Popen(engine_args(s3_spec, s3b_spec, ledger, 'first', workers=2, max_objects_per_second=20),
                              env=engine_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              universal_newlines=True)
     try:

@@ -36,7 +36,9 @@ STORE = {'compression': {'enabled': True, 'min_size_kbytes': 100},
                                                      'access_key': 'AKIDEXAMPLE', 'secret_key': 'VerySecretValue42'}}}
 
 
-def run_play(tmp_path, extra_args=(), store=STORE, path=None):
+def run_play(tmp_path, extra_args=(), store=None, path=None):
+    if store is None:
+        store = STORE
     playbook = tmp_path / 'play.yml'
     playbook.write_text(yaml.safe_dump([{
         'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
@@ -46,7 +48,7 @@ def run_play(tmp_path, extra_args=(), store=STORE, path=None):
                                                       'mode': '0600'}, 'check_mode': False, 'diff': False}]}]))
     env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING='0')
     proc = subprocess.run(['ansible-playbook', '-i', 'localhost,', str(playbook)] + list(extra_args),
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     with open(str(tmp_path / 'out.json')) as handle:
         result = json.load(handle)
@@ -82,7 +84,7 @@ def test_swap_check_diff_backup_idempotence(tmp_path):
     assert result['store']['storage_driver']['config']['secret_key'] == '********'
 
     # second run: nothing to do
-    result, _ = run_play(tmp_path, [], path=config)
+    result, dummy = run_play(tmp_path, [], path=config)
     assert result['changed'] is False
     assert 'backup_file' not in result
 
@@ -95,6 +97,6 @@ def test_missing_file_fails(tmp_path):
             'path': str(tmp_path / 'nope.yaml'), 'store': STORE}}]}]))
     env = dict(os.environ, ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING='0')
     proc = subprocess.run(['ansible-playbook', '-i', 'localhost,', str(playbook)], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False)
     assert proc.returncode != 0
     assert 'does not exist' in proc.stdout

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import psycopg2
+import pytest
 import yaml
 
 from helpers import seed
@@ -82,7 +83,8 @@ def test_no_secret_anywhere(s3_spec, s3b_spec, rustfs_spec, anchore_db, fresh_db
     for path in configs:
         path.write_text(ANCHORE_CONFIG)
         os.chmod(str(path), 0o600)
-    anchore_dest = with_config(s3b_spec, prefix='anchore/')
+    (tmp_path / 'anchore-dest').mkdir()
+    anchore_dest = {'storage_driver': {'name': 'localfs', 'config': {'archive_data_dir': str(tmp_path / 'anchore-dest')}}}
     unreachable = with_config(s3_spec, url='http://127.0.0.1:9')
     mig, chk = 'storeshift.objstore.objstore_migrate', 'storeshift.objstore.objstore_check'
     ver, info = 'storeshift.objstore.objstore_verify', 'storeshift.objstore.objstore_migration_info'
@@ -185,3 +187,33 @@ def test_no_secret_anywhere(s3_spec, s3b_spec, rustfs_spec, anchore_db, fresh_db
     leaks = ['%s (secret %s...) in %s' % (text.count(secret), secret[:3], where)
              for where, text in places.items() for secret in secrets_of_stack if secret in text]
     assert leaks == []
+
+
+ANSIBLE_VENVS = [name for name in ('.venv', '.venv219') if os.path.exists(os.path.join(REPO, name, 'bin', 'ansible'))]
+
+
+@pytest.mark.parametrize('venv', ANSIBLE_VENVS)
+def test_ledger_dsn_password_masked_in_invocation(venv, s3_spec, fresh_db, tmp_path, stack, stack_env,
+                                                   secrets_of_stack):
+    """ansible-core before 2.20 prints the module's ``invocation`` (its parameters) at -vvv; a
+    PostgreSQL ledger DSN is not a no_log parameter, its password must be masked there too, also
+    when the module fails before doing anything."""
+    log = tmp_path / 'ansible.log'
+    env = dict(stack_env, ANSIBLE_LOG_PATH=str(log), ANSIBLE_NOCOLOR='1', ANSIBLE_LOCALHOST_WARNING='0',
+               ANSIBLE_PYTHON_INTERPRETER=os.path.join(REPO, venv, 'bin', 'python'))
+    env['PATH'] = os.path.join(REPO, venv, 'bin') + os.pathsep + env['PATH']
+    calls = [('storeshift.objstore.objstore_migration_info', {'ledger': fresh_db}),
+             ('storeshift.objstore.objstore_verify', {'source': s3_spec, 'dest': s3_spec, 'ledger': fresh_db,
+                                                      'migration_id': 'x', 'workers': 0})]
+    output = ''
+    for module, args in calls:
+        proc = subprocess.run(['ansible', 'localhost', '-c', 'local', '-i', 'localhost,', '-vvv', '-m', module,
+                               '-a', json.dumps(args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=300)
+        output += proc.stdout + proc.stderr
+        assert 'postgresql://' in proc.stdout + proc.stderr or 'workers must be' in proc.stdout + proc.stderr
+    output += log.read_text()
+    assert 'workers must be at least 1' in output
+    assert stack['OBJSTORE_PG_PASSWORD'] not in output
+    for secret in secrets_of_stack:
+        assert secret not in output

@@ -185,7 +185,7 @@ def test_list_10000_keys_pages(request, driver, base):
         count = 10000
         keys = ['%sbulk/%05d' % (base, i) for i in range(count)]
         with ThreadPoolExecutor(max_workers=32) as pool:
-            for _ in pool.map(lambda k: store.put(k, io.BytesIO(b'x'), size=1), keys):
+            for dummy in pool.map(lambda k: store.put(k, io.BytesIO(b'x'), size=1), keys):
                 pass
         started = time.time()
         listing = store.list(base + 'bulk/')
@@ -204,7 +204,7 @@ def test_list_10000_keys_pages(request, driver, base):
         if driver == 'rustfs':
             # The RustFS API has no bulk delete: delete in parallel rather than in the fixture's serial teardown.
             with ThreadPoolExecutor(max_workers=32) as pool:
-                for _ in pool.map(store.delete, keys):
+                for dummy in pool.map(store.delete, keys):
                     pass
     finally:
         store.close()

@@ -46,13 +46,13 @@ def tmpfs(tmp_path):
     mountpoint = tmp_path / 'tmpfs'
     mountpoint.mkdir()
     result = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', str(mountpoint)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
         pytest.skip('cannot mount a tmpfs here: %s' % result.stdout.decode(errors='replace').strip())
     try:
         yield mountpoint
     finally:
-        subprocess.run(['umount', '-l', str(mountpoint)])
+        subprocess.run(['umount', '-l', str(mountpoint)], check=False)
 
 
 def test_full_disk_is_space_error(tmpfs):
@@ -107,7 +107,7 @@ def test_killed_writer_leaves_no_partial_object(tmp_path):
     env = dict(os.environ)
     env.setdefault('PYTHONPATH', os.path.join(ROOT, '.build', 'collections'))
     proc = subprocess.Popen([sys.executable, '-c', script, str(root)], stdout=subprocess.PIPE, env=env)
-    for _ in range(5):
+    for dummy in range(5):
         assert proc.stdout.readline() == b'chunk\n'
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

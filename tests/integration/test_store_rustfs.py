@@ -82,7 +82,7 @@ def _run_isolated(args, env):
     ru_maxrss counts only its own memory.
     """
     command = ['/bin/sh', '-c', '"$0" -c "$1" "$2" "$3" "$4"; rc=$?; exit $rc', sys.executable, SUBPROCESS_SCRIPT]
-    return subprocess.run(command + list(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    return subprocess.run(command + list(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300, check=False)
 
 
 def _store(data):

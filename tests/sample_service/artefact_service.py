@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: storeshift.objstore contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -195,7 +194,7 @@ def make_handler(service):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--config', required=True, help='application config file (YAML or environment file)')
     parser.add_argument('--port', type=int, required=True)
     parser.add_argument('--bind', default='127.0.0.1')

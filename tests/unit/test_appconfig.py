@@ -99,7 +99,7 @@ def test_analysis_archive_added_when_missing():
     doc = yaml.safe_load(result['after'])
     assert doc['services']['catalog']['analysis_archive'] == spec
     assert doc['services']['catalog']['object_store']['storage_driver']['name'] == 'db'
-    assert result['after'].startswith(ANCHORE.split('  simplequeue:')[0])
+    assert result['after'].startswith(ANCHORE.split('  simplequeue:', maxsplit=1)[0])
     assert result['after'].endswith('  simplequeue:\n    enabled: true\n')
     assert result['old'] is None
 

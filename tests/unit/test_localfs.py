@@ -74,7 +74,7 @@ def test_listing_is_lazy_sorted_and_skips_temp_files(store):
     listing = store.list()
     assert inspect.isgenerator(listing)
     found = [(i.key, i.size) for i in listing]
-    assert [k for k, _ in found] == sorted(keys)
+    assert [k for k, dummy in found] == sorted(keys)
     assert dict(found) == dict((k, len(k.encode('utf-8'))) for k in keys)
     assert [i.key for i in store.list('a/')] == ['a/a/z', 'a/b', 'a/b0']
     assert [i.key for i in store.list('a')] == sorted(['a/b', 'a-c', 'a/a/z', 'a.x/y', 'a/b0'])

@@ -64,7 +64,7 @@ def assert_clean(err):
 ])
 def test_client_errors(s3, code, status, cls):
     err = s3._map_error(client_error(code, status), 'open', 'k')
-    assert type(err) is cls
+    assert err.__class__ is cls
     assert err.step == 'open'
     assert_clean(err)
 
@@ -92,7 +92,7 @@ def test_connection_refused(s3):
     inner = ConnectionRefusedError(111, 'Connection refused')
     exc = botocore.exceptions.EndpointConnectionError(endpoint_url=URL + '/artefacts', error=inner)
     err = s3._map_error(exc, 'check_access')
-    assert type(err) is errors.ConnectError
+    assert err.__class__ is errors.ConnectError
     assert str(err) == 'cannot connect to %s: connection refused' % URL
 
 
@@ -100,7 +100,7 @@ def test_dns_failure(s3):
     inner = socket.gaierror(-2, 'Name or service not known')
     exc = botocore.exceptions.EndpointConnectionError(endpoint_url=URL, error=inner)
     err = s3._map_error(exc, 'check_access')
-    assert type(err) is errors.ConnectError
+    assert err.__class__ is errors.ConnectError
     assert str(err).startswith('cannot resolve host')
 
 
@@ -108,7 +108,7 @@ def test_tls_failure(s3):
     inner = ssl.SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed')
     exc = botocore.exceptions.SSLError(endpoint_url=URL, error=inner)
     err = s3._map_error(exc, 'check_access')
-    assert type(err) is errors.ConnectError
+    assert err.__class__ is errors.ConnectError
     assert err.cause == 'TLS certificate verification failed'
     assert 'ca_bundle' in str(err)
 
@@ -123,18 +123,18 @@ def test_tls_failure(s3):
 ], ids=['closed', 'read-timeout', 'streaming', 'incomplete', 'reset', 'timeout'])
 def test_transient(s3, exc):
     err = s3._map_error(exc, 'read', 'k')
-    assert type(err) is errors.TransientError
+    assert err.__class__ is errors.TransientError
     assert_clean(err)
 
 
 def test_no_credentials(s3):
     err = s3._map_error(botocore.exceptions.NoCredentialsError(), 'check_access')
-    assert type(err) is errors.AuthError
+    assert err.__class__ is errors.AuthError
 
 
 def test_unknown_exception(s3):
     err = s3._map_error(RuntimeError('odd %s' % SECRET), 'put', 'k')
-    assert type(err) is errors.ObjstoreError
+    assert err.__class__ is errors.ObjstoreError
     assert_clean(err)
 
 
@@ -178,9 +178,9 @@ def test_rustfs_status_mapping():
              (400, '{"error": "bad key"}', errors.ObjstoreError)]
     for status, body, cls in cases:
         err = store._map_status(response(status, body), 'open', 'k')
-        assert type(err) is cls, (status, body, err)
+        assert err.__class__ is cls, (status, body, err)
         assert key not in str(err)
     refused = requests.exceptions.ConnectionError(ConnectionRefusedError(111, 'Connection refused'))
-    assert type(store._map_error(refused, 'put')) is errors.ConnectError
-    assert type(store._map_error(requests.exceptions.ReadTimeout('read timed out'), 'put')) is errors.TransientError
-    assert type(store._map_error(requests.exceptions.ChunkedEncodingError('broken'), 'read')) is errors.TransientError
+    assert store._map_error(refused, 'put').__class__ is errors.ConnectError
+    assert store._map_error(requests.exceptions.ReadTimeout('read timed out'), 'put').__class__ is errors.TransientError
+    assert store._map_error(requests.exceptions.ChunkedEncodingError('broken'), 'read').__class__ is errors.TransientError

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: storeshift.objstore contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -29,7 +28,7 @@ from ansible_collections.storeshift.objstore.plugins.module_utils.store import o
 
 def free_ports(count):
     socks, ports = [], []
-    for _ in range(count):
+    for dummy in range(count):
         sock = socket.socket()
         sock.bind(('127.0.0.1', 0))
         socks.append(sock)
