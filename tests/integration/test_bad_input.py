@@ -215,7 +215,7 @@ def bad_input_run(stack, stack_env, tmp_path_factory):
     playbook.write_text(yaml.safe_dump([{'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
                                          'tasks': tasks}], sort_keys=False))
     env = dict(stack_env, ANSIBLE_NOCOLOR='1', ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-               ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0')
+               ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0', ANSIBLE_PIPELINING='1')
     for name in ('PGHOST', 'PGPORT', 'PGDATABASE', 'PGUSER', 'PGPASSWORD', 'PGSERVICE', 'STORESHIFT_CRASH_AT'):
         env.pop(name, None)
     proc = subprocess.run(['ansible-playbook', '-i', 'localhost,', str(playbook)], cwd=str(tmp), env=env,
@@ -249,12 +249,7 @@ def test_at_least_25_cases():
 
 
 # Known failures outside this file's reach (reported; see docs/reliability.md).
-XFAIL = {
-    'role-preflight-missing-config-path': 'roles/preflight/defaults/main.yml gives preflight_config_path a default '
-                                          '(cutover_config_path or ""), so argument_specs "required: true" never '
-                                          'fires; the role then fails with "config file  does not exist", which '
-                                          'does not name the variable',
-}
+XFAIL = {}
 
 
 @pytest.mark.parametrize('case_id', [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=XFAIL[c]))

@@ -84,7 +84,8 @@ def test_no_secret_anywhere(s3_spec, s3b_spec, rustfs_spec, anchore_db, fresh_db
         path.write_text(ANCHORE_CONFIG)
         os.chmod(str(path), 0o600)
     (tmp_path / 'anchore-dest').mkdir()
-    anchore_dest = {'storage_driver': {'name': 'localfs', 'config': {'archive_data_dir': str(tmp_path / 'anchore-dest')}}}
+    anchore_dest = {'storage_driver': {'name': 'localfs',
+                                       'config': {'archive_data_dir': str(tmp_path / 'anchore-dest')}}}
     unreachable = with_config(s3_spec, url='http://127.0.0.1:9')
     mig, chk = 'storeshift.objstore.objstore_migrate', 'storeshift.objstore.objstore_check'
     ver, info = 'storeshift.objstore.objstore_verify', 'storeshift.objstore.objstore_migration_info'
@@ -115,15 +116,11 @@ def test_no_secret_anywhere(s3_spec, s3b_spec, rustfs_spec, anchore_db, fresh_db
         t('config-s3', cfg, {'path': str(configs[0]), 'app': 'anchore', 'store': '{{ s3 }}'}),
         t('config-rustfs-check-mode', cfg, {'path': str(configs[1]), 'app': 'anchore', 'store': '{{ rustfs }}'},
           check_mode=True),
-        {'name': 'save results', 'ansible.builtin.copy': {
-            'content': '{{ {%s} | to_json }}' % ', '.join(
-                "'%s': r_%s" % (task['name'], task['name'].replace('-', '_')) for task in [] if False) or '{}',
-            'dest': str(tmp_path / 'unused.json'), 'mode': '0600'}, 'check_mode': False, 'diff': False},
     ]
-    names = [task['name'] for task in tasks[:-1]]
-    tasks[-1]['ansible.builtin.copy']['content'] = '{{ {%s} | to_json }}' % ', '.join(
-        "'%s': r_%s" % (name, name.replace('-', '_')) for name in names)
-    tasks[-1]['ansible.builtin.copy']['dest'] = str(tmp_path / 'results.json')
+    names = [task['name'] for task in tasks]
+    tasks.append({'name': 'save results', 'ansible.builtin.copy': {
+        'content': '{{ {%s} | to_json }}' % ', '.join("'%s': r_%s" % (name, name.replace('-', '_')) for name in names),
+        'dest': str(tmp_path / 'results.json'), 'mode': '0600'}, 'check_mode': False, 'diff': False})
     variables = {'s3': s3_spec, 's3b': s3b_spec, 'rustfs': rustfs_spec, 'anchore_db': anchore_db,
                  'pg_ledger': fresh_db, 'closed_ledger': closed_ledger, 'anchore_dest': anchore_dest,
                  'unreachable': unreachable}
