@@ -97,7 +97,7 @@ def failure_cases(stack, s3_spec, rustfs_spec, anchore_db, tmp_path):
         ('missing section', {'store': {'config_file': str(no_section)}}, 'invalid configuration',
          'has no object_store section'),
         ('rustfs api key missing', {'store': _without(rustfs_spec, 'api_key', 'api_key_header')},
-         'bad credentials', 'API key'),
+         'missing API key', 'API key'),
         ('rustfs api key wrong', {'store': _with(rustfs_spec, api_key='wrong-key-xyz')}, 'bad credentials',
          'API key'),
     ]
