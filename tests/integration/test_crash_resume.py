@@ -66,7 +66,7 @@ def run_engine(source, dest, ledger, migration_id, db_connect=None, crash=None, 
     """Run one engine process; returns (returncode, parsed JSON result or None, stderr)."""
     proc = subprocess.run(engine_args(source, dest, ledger, migration_id, db_connect, **options),
                           env=engine_env(crash), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=timeout)
+                          universal_newlines=True, timeout=timeout, check=False)
     return proc.returncode, parse_output(proc.stdout), proc.stderr
 
 

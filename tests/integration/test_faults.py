@@ -180,8 +180,8 @@ def test_destination_stopped_then_restarted_resume_completes(private_rustfs, tmp
 def test_flaky_s3_slowdown_resets_delays_complete_with_retries(s3_spec, s3b_spec, fault_proxy, tmp_path):
     expected = seed(s3_spec, 60)
     proxy = fault_proxy(s3b_spec['storage_driver']['config']['url'], seed=7, delay_seconds=0.3)
-    dest = dict(s3b_spec, storage_driver={'name': 's3', 'config': dict(s3b_spec['storage_driver']['config'],
-                                                                         url=proxy.url)})
+    config = dict(s3b_spec['storage_driver']['config'], url=proxy.url)
+    dest = dict(s3b_spec, storage_driver={'name': 's3', 'config': config})
     ledger = str(tmp_path / 'ledger.sqlite')
     run = Background(migrator(s3_spec, dest, ledger, migration_id='flaky', workers=4,
                               max_objects_per_second=30).run)
@@ -250,7 +250,7 @@ def small_tmpfs(tmp_path):
     mount_point = tmp_path / 'small-disk'
     mount_point.mkdir()
     proc = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', str(mount_point)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
     if proc.returncode != 0:
         pytest.skip('cannot mount a tmpfs here: %s' % proc.stdout.strip())
     yield mount_point
