@@ -57,7 +57,7 @@ SMALL_OBJECT = 1024 * 1024
 # (``stream_buffers`` of the destination driver, at least 3: the part being sent, the next one being read,
 # its read buffer), so at most LARGE_MEMORY_BUDGET / (stream_buffers * part size) of them run at once,
 # whatever the number of workers.
-LARGE_MEMORY_BUDGET = 100 * 1024 * 1024
+LARGE_MEMORY_BUDGET = 64 * 1024 * 1024
 DEFAULT_PART = 8 * 1024 * 1024
 # Crash testing: STORESHIFT_CRASH_AT=<point>:<n> makes the process SIGKILL itself the n-th time it
 # reaches <point> (listing, put, repoint, delete). Used by the test suite to prove resume safety at
@@ -285,9 +285,7 @@ class DestIndex(object):
         return True, None
 
     def close(self):
-        close = getattr(self._listing, 'close', None)
-        if close:
-            close()
+        self._listing.close()  # a generator: stops the destination listing where it is
 
 
 class _OutOfOrder(Exception):

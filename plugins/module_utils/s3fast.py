@@ -109,8 +109,8 @@ class FastS3(object):
             headers.update(extra)
         names = sorted(headers)
         signed = ';'.join(names)
-        canonical = '%s\n%s\n\n%s\n%s\n%s' % (method, path, ''.join('%s:%s\n' % (n, headers[n]) for n in names),
-                                             signed, payload_hash)
+        canonical_headers = ''.join('%s:%s\n' % (n, headers[n]) for n in names)
+        canonical = '%s\n%s\n\n%s\n%s\n%s' % (method, path, canonical_headers, signed, payload_hash)
         scope = '%s/%s/s3/aws4_request' % (date, self.region)
         to_sign = '%s\n%s\n%s\n%s' % (ALGORITHM, amz_date, scope,
                                       hashlib.sha256(canonical.encode('utf-8')).hexdigest())
