@@ -59,3 +59,21 @@ def logical_digests(spec_dict, db_connect=None, prefix=''):
         result = dict(pool.map(one, keys))
     store.close()
     return result
+
+
+def run_isolated_roundtrip(spec, size, key, known=True):
+    """Run roundtrip_child.py in a process that does not inherit pytest's peak RSS.
+
+    Linux keeps ru_maxrss across execve(), and a child forked from this (large) pytest
+    process starts with pytest's high-water mark; /bin/sh forks the interpreter as a
+    fresh process (it does not exec it in place: a command follows), so its
+    ru_maxrss counts only its own memory.
+    """
+    import json
+    import subprocess
+    import sys
+    child = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'roundtrip_child.py')
+    command = ['/bin/sh', '-c', '"$0" "$1" "$2" "$3" "$4"; rc=$?; exit $rc', sys.executable, child,
+               str(size), key, 'known' if known else 'unknown']
+    env = dict(os.environ, STORE_SPEC=json.dumps(spec))
+    return subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300, check=False)

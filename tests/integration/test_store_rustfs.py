@@ -10,10 +10,7 @@ __metaclass__ = type
 import copy
 import io
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,64 +22,12 @@ requests = pytest.importorskip('requests')
 from ansible_collections.storeshift.objstore.plugins.module_utils import errors, specs  # noqa: E402
 from ansible_collections.storeshift.objstore.plugins.module_utils import store as store_mod  # noqa: E402
 
+from helpers import run_isolated_roundtrip  # noqa: E402
+
+
 MIB = 1024 * 1024
 BIG = 200 * MIB
 RSS_LIMIT_MIB = 150
-
-SUBPROCESS_SCRIPT = r'''
-import json, os, random, resource, sys
-from ansible_collections.storeshift.objstore.plugins.module_utils import codec, specs
-from ansible_collections.storeshift.objstore.plugins.module_utils import store as store_mod
-
-
-class Seeded(object):
-    def __init__(self, size, seed):
-        self.left = size
-        self.rng = random.Random(seed)
-
-    def read(self, n=-1):
-        if n is None or n < 0 or n > self.left:
-            n = self.left
-        self.left -= n
-        return self.rng.randbytes(n) if n else b''
-
-
-size = int(sys.argv[1])
-key = sys.argv[2]
-known = sys.argv[3] == 'known'
-store = store_mod.open_store(specs.StoreSpec.from_dict(json.loads(os.environ['STORE_SPEC'])))
-writer = codec.HashingReader(Seeded(size, 20240502))
-store.put(key, writer, size=size if known else None)
-info = store.stat(key)
-reader = codec.HashingReader(store.open(key))
-while reader.read(1024 * 1024):
-    pass
-reader.close()
-store.close()
-hwm = None
-if os.path.exists('/proc/self/status'):
-    with open('/proc/self/status') as handle:
-        for line in handle:
-            if line.startswith('VmHWM:'):
-                hwm = int(line.split()[1]) / 1024.0
-print(json.dumps({'written': writer.hexdigest(), 'written_size': writer.size,
-                  'read': reader.hexdigest(), 'read_size': reader.size, 'stat_size': info.size,
-                  'stat_sha256': info.sha256,
-                  'maxrss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-                  'vmhwm_mib': hwm}))
-'''
-
-
-def _run_isolated(args, env):
-    """Run ``python -c SUBPROCESS_SCRIPT args`` in a process that does not inherit pytest's peak RSS.
-
-    Linux keeps ru_maxrss across execve(), and a child forked from this (large) pytest
-    process starts with pytest's high-water mark; /bin/sh forks the interpreter as a
-    fresh process (it does not exec it in place: a command follows), so its
-    ru_maxrss counts only its own memory.
-    """
-    command = ['/bin/sh', '-c', '"$0" -c "$1" "$2" "$3" "$4"; rc=$?; exit $rc', sys.executable, SUBPROCESS_SCRIPT]
-    return subprocess.run(command + list(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300, check=False)
 
 
 def _store(data):
@@ -119,8 +64,7 @@ def rustfs(rustfs_spec):
 @pytest.mark.parametrize('mode', ['known', 'unknown'])
 def test_rustfs_200mib_streamed_in_bounded_memory(rustfs_spec, mode):
     _store(rustfs_spec).check_access(create_bucket=True)
-    env = dict(os.environ, STORE_SPEC=json.dumps(rustfs_spec))
-    out = _run_isolated([str(BIG), 'big/200 mib.bin', mode], env)
+    out = run_isolated_roundtrip(rustfs_spec, BIG, 'big/200 mib.bin', known=(mode == 'known'))
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     result = json.loads(out.stdout.decode().strip().splitlines()[-1])
     assert result['written_size'] == result['read_size'] == result['stat_size'] == BIG
