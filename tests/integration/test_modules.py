@@ -1,6 +1,7 @@
 """The modules through Ansible itself: objstore_check's failures in plain words, migrate + info, docs."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -146,3 +147,11 @@ def test_migrate_objects_playbook_prints_progress(stack_env, s3_spec, rustfs_spe
     assert 'copied 300 / 300 (100.0%)' in out
     for secret in secrets_of_stack:
         assert secret not in out
+
+
+@pytest.mark.parametrize('role', sorted(os.listdir(os.path.join(REPO, 'roles'))))
+def test_ansible_doc_renders_roles(role):
+    out = subprocess.run([os.path.join(BIN, 'ansible-doc'), '-t', 'role', 'storeshift.objstore.%s' % role],
+                         capture_output=True, env=ansible_env(), check=True, timeout=120)
+    text = re.sub(r'\x1b\[[0-9;]*m', '', out.stdout.decode())
+    assert 'ENTRY POINT: main' in text and 'Options' in text, text[:2000]
