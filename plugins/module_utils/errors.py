@@ -122,6 +122,32 @@ class MissingLibraryError(ObjstoreError):
         self.library = library
 
 
+# Texts of name-resolution failures from socket, urllib3 and botocore.
+DNS_MARKERS = ('Name or service not known', 'nodename nor servname', 'getaddrinfo failed',
+               'Temporary failure in name resolution', 'No address associated with hostname',
+               'Failed to resolve', 'NameResolutionError')
+
+
+def exception_chain(exc):
+    """``exc`` and every exception it wraps: cause, context, urllib3's ``reason``, exceptions in
+    ``args`` and botocore's ``error`` keyword. Drivers classify a failure by what is in it."""
+    seen = []
+    todo = [exc]
+    while todo and len(seen) < 16:
+        item = todo.pop(0)
+        if item is None or not isinstance(item, BaseException) or any(item is s for s in seen):
+            continue
+        seen.append(item)
+        todo.append(getattr(item, '__cause__', None))
+        todo.append(getattr(item, '__context__', None))
+        todo.append(getattr(item, 'reason', None))
+        todo.extend(a for a in getattr(item, 'args', ()) if isinstance(a, BaseException))
+        kwargs = getattr(item, 'kwargs', None)
+        if isinstance(kwargs, dict):
+            todo.append(kwargs.get('error'))
+    return seen
+
+
 def is_transient(exc):
     return isinstance(exc, TransientError)
 

@@ -48,25 +48,6 @@ except ImportError:  # pragma: no cover - bare targets only
 PAGE_SIZE = 1000
 UPLOAD_CHUNK = 1024 * 1024
 POOL_SIZE = 16
-_DNS_MARKERS = ('Name or service not known', 'nodename nor servname', 'getaddrinfo failed',
-                'Temporary failure in name resolution', 'No address associated with hostname',
-                'Failed to resolve', 'NameResolutionError')
-
-
-def _chain(exc):
-    """``exc`` and every exception it wraps (cause, context, args, urllib3's ``reason``)."""
-    seen = []
-    todo = [exc]
-    while todo and len(seen) < 16:
-        item = todo.pop(0)
-        if item is None or not isinstance(item, BaseException) or any(item is s for s in seen):
-            continue
-        seen.append(item)
-        todo.append(getattr(item, '__cause__', None))
-        todo.append(getattr(item, '__context__', None))
-        todo.append(getattr(item, 'reason', None))
-        todo.extend(a for a in getattr(item, 'args', ()) if isinstance(a, BaseException))
-    return seen
 
 
 class _SourceError(Exception):
@@ -273,7 +254,7 @@ class RustfsStore(ObjectStore):
         if isinstance(exc, errors.ObjstoreError):
             return exc
         text = errors.scrub(exc, self._secrets)
-        chain = _chain(exc)
+        chain = errors.exception_chain(exc)
         url = self.endpoint
         if any(isinstance(e, ssl.SSLError) for e in chain) or (
                 HAS_REQUESTS and isinstance(exc, requests.exceptions.SSLError)):
@@ -286,7 +267,7 @@ class RustfsStore(ObjectStore):
                                        step=step, cause='connection timed out', key=key)
         if HAS_REQUESTS and isinstance(exc, requests.exceptions.ConnectionError) and \
                 not isinstance(exc, requests.exceptions.ReadTimeout):
-            if any(isinstance(e, socket.gaierror) for e in chain) or any(m in text for m in _DNS_MARKERS):
+            if any(isinstance(e, socket.gaierror) for e in chain) or any(m in text for m in errors.DNS_MARKERS):
                 return errors.ConnectError('cannot resolve host of %s (DNS lookup failed)' % url,
                                            step=step, cause='DNS lookup failed', key=key)
             if any(isinstance(e, ConnectionRefusedError) for e in chain) or 'Connection refused' in text:

@@ -52,29 +52,6 @@ _TRANSIENT_CODES = frozenset(('SlowDown', 'ServiceUnavailable', 'InternalError',
                               'Throttling', 'ThrottlingException',
                               'OperationAborted', 'BadGateway', 'GatewayTimeout', '500', '502', '503', '504'))
 _RETENTION_CODES = frozenset(('ObjectLocked', 'InvalidRetentionPeriod', 'ObjectLockConfigurationNotFoundError'))
-_DNS_MARKERS = ('Name or service not known', 'nodename nor servname', 'getaddrinfo failed',
-                'Temporary failure in name resolution', 'No address associated with hostname',
-                'Failed to resolve', 'NameResolutionError')
-
-
-def _chain(exc):
-    """``exc`` and every exception it wraps (cause, context, botocore's ``error`` kwarg)."""
-    seen = []
-    todo = [exc]
-    while todo and len(seen) < 16:
-        item = todo.pop(0)
-        if item is None or any(item is s for s in seen):
-            continue
-        seen.append(item)
-        todo.append(getattr(item, '__cause__', None))
-        todo.append(getattr(item, '__context__', None))
-        kwargs = getattr(item, 'kwargs', None)
-        if isinstance(kwargs, dict) and isinstance(kwargs.get('error'), BaseException):
-            todo.append(kwargs['error'])
-        reason = getattr(item, 'reason', None)
-        if isinstance(reason, BaseException):
-            todo.append(reason)
-    return seen
 
 
 class _SourceError(Exception):
@@ -218,7 +195,7 @@ class S3Store(ObjectStore):
         text = errors.scrub(exc, secrets)
         what = ('object %s in bucket %s on %s' % (self._object_name(key), self.bucket, url)) if key is not None \
             else ('bucket %s on %s' % (self.bucket, url))
-        chain = _chain(exc)
+        chain = errors.exception_chain(exc)
         names = set(type(e).__name__ for e in chain)
 
         if HAS_BOTO3 and isinstance(exc, botocore.exceptions.ClientError):
@@ -282,7 +259,7 @@ class S3Store(ObjectStore):
             return errors.TransientError('connection to %s failed during %s: %s' % (url, step, text),
                                          step=step, cause='transient network error (%s)' % type(exc).__name__,
                                          key=key)
-        if any(isinstance(e, socket.gaierror) for e in chain) or any(m in text for m in _DNS_MARKERS):
+        if any(isinstance(e, socket.gaierror) for e in chain) or any(m in text for m in errors.DNS_MARKERS):
             host = self.url or url
             return errors.ConnectError('cannot resolve host of %s (DNS lookup failed)' % host,
                                        step=step, cause='DNS lookup failed', key=key)
