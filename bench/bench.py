@@ -872,8 +872,8 @@ class Bench(object):
             a, b = ratio(case, 'engine', 'rclone-tuned'), ratio(case, 'engine', 'rclone-default')
             # against the better (faster) rclone setting: the smaller of the two ratios
             best = min(x for x in (a, b) if x) if (a or b) else None
-            out.append(('%s: engine ≥ 1.0× the better rclone setting' % case, '%.2f×' % best if best else '-',
-                        best >= 1.0 if best else None))
+            out.append(('%s: engine ≥ 1.0× the better rclone setting' % case,
+                        '{0:.2f}×'.format(best) if best else '-', best >= 1.0 if best else None))
         r = ratio('db_s3', 'engine', 'loop')
         out.append(('db→S3: engine ≥ 4× the sequential loop', '%.2f×' % r if r else '-', r >= 4.0 if r else None))
         r = ratio('s3_rustfs', 'engine', 'loop')

@@ -125,7 +125,7 @@ class FastS3(object):
 
     def _send(self, method, path, headers, body=None, preload=True):
         try:
-            return self.pool.urlopen(method, path, body=body, headers=headers, retries=False, redirect=False,
+            return self.pool.request(method, path, body=body, headers=headers, retries=False, redirect=False,
                                      preload_content=preload, decode_content=False, assert_same_host=False)
         except Exception as exc:  # urllib3 / socket errors: boto3 redoes the request and maps what it meets
             raise FastPathMiss('%s %s: %s' % (method, type(exc).__name__, exc))
