@@ -77,3 +77,17 @@ def run_isolated_roundtrip(spec, size, key, known=True):
                str(size), key, 'known' if known else 'unknown']
     env = dict(os.environ, STORE_SPEC=json.dumps(spec))
     return subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300, check=False)
+
+
+def sql(dsn, query, args=None, fetch=True):
+    """Run one statement in its own transaction; the rows when ``fetch``."""
+    import psycopg2
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, args)
+            rows = cur.fetchall() if fetch else None
+        conn.commit()
+        return rows
+    finally:
+        conn.close()

@@ -28,6 +28,7 @@ from psycopg2 import extensions as pg_ext  # noqa: E402
 
 from ansible_collections.storeshift.objstore.plugins.module_utils import anchore, errors, specs  # noqa: E402
 from ansible_collections.storeshift.objstore.plugins.module_utils.store import open_store  # noqa: E402
+from helpers import sql  # noqa: E402
 
 
 # -- database fixture -------------------------------------------------------------------
@@ -36,18 +37,6 @@ from ansible_collections.storeshift.objstore.plugins.module_utils.store import o
 def dsn(anchore_db):
     """DSN of a fresh database holding Anchore's tables (conftest: tests/stack/anchore_schema.sql loaded)."""
     return anchore_db
-
-
-def _sql(dsn, query, args=None, fetch=True):
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(query, args)
-            rows = cur.fetchall() if fetch else None
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
 
 
 def _spec(driver, compression=False, min_kb=100, **config):
@@ -67,7 +56,7 @@ def anchore_put(dsn, driver, user, bucket, archive_id, data, compress_enabled=Fa
     digest = hashlib.md5(payload).hexdigest()
     if driver == 'db2':
         url = 'db2://%s/%s/%s' % (user, bucket, archive_id)
-        _sql(dsn, 'INSERT INTO object_storage ("userId", bucket, key, content) VALUES (%s, %s, %s, %s)',
+        sql(dsn, 'INSERT INTO object_storage ("userId", bucket, key, content) VALUES (%s, %s, %s, %s)',
              (user, bucket, archive_id, psycopg2.Binary(payload)), fetch=False)
     elif driver == 'localfs':
         filehash = hashlib.md5(archive_id.encode('utf8')).hexdigest()
@@ -82,7 +71,7 @@ def anchore_put(dsn, driver, user, bucket, archive_id, data, compress_enabled=Fa
         url = 's3://anchorearchive/%s/%s/%s' % (user, bucket, archive_id)
     else:
         raise AssertionError(driver)
-    _sql(dsn, 'INSERT INTO archive_metadata ("userId", bucket, "archiveId", "documentName", content_url, '
+    sql(dsn, 'INSERT INTO archive_metadata ("userId", bucket, "archiveId", "documentName", content_url, '
               'is_compressed, digest, size) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)',
          (user, bucket, archive_id, archive_id + '.json', url, is_compressed, digest, len(payload)), fetch=False)
     return url, is_compressed, digest, len(payload)
@@ -125,7 +114,7 @@ def test_iter_documents_pagination_and_filters(dsn, catalog, tmp_path):
         anchore_put(dsn, 's3', 'admin', 'analysis_archive', 'sha256:s3-%d' % n, b'x')
     for n in range(3):
         anchore_put(dsn, 'localfs', 'admin', 'manifest_data', 'fs-%d' % n, b'y', data_dir=str(tmp_path))
-    _sql(dsn, 'INSERT INTO archive_metadata ("userId", bucket, "archiveId", "documentName", content_url) '
+    sql(dsn, 'INSERT INTO archive_metadata ("userId", bucket, "archiveId", "documentName", content_url) '
               "VALUES ('admin', 'b', 'nourl', 'nourl.json', NULL)", fetch=False)
     db2 = _spec('db2')
     assert catalog.count_documents(db2) == 25
@@ -197,9 +186,9 @@ def test_open_for_anchore_localfs(dsn, catalog, tmp_path):
 def test_digest_mismatch_is_integrity_error(dsn, catalog):
     anchore_put(dsn, 'db2', 'admin', 'policy_evaluations', 'e1', b'{"final_action": "go"}')
     anchore_put(dsn, 'db2', 'admin', 'policy_evaluations', 'e2', _doc_json(9, 200 * 1024), compress_enabled=True)
-    _sql(dsn, "UPDATE object_storage SET content = convert_to('{\"final_action\": \"stop\"}', 'UTF8') "
+    sql(dsn, "UPDATE object_storage SET content = convert_to('{\"final_action\": \"stop\"}', 'UTF8') "
               "WHERE key = 'e1'", fetch=False)
-    _sql(dsn, "UPDATE object_storage SET content = overlay(content PLACING '\\x00000000'::bytea FROM 200) "
+    sql(dsn, "UPDATE object_storage SET content = overlay(content PLACING '\\x00000000'::bytea FROM 200) "
               "WHERE key = 'e2'", fetch=False)
     store = open_store(_spec('db2'), db_connect=dsn)
     for name in ('e1', 'e2'):
@@ -238,7 +227,7 @@ def test_migrated_rows_are_what_anchore_would_write(dsn, catalog, tmp_path, dest
     for doc in docs:
         assert _migrate(catalog, source, dest, doc)
         assert not catalog.repoint(doc, 'db2://stale', False, None, 0)  # guard: the old URL no longer matches
-    rows = _sql(dsn, 'SELECT "archiveId", content_url, is_compressed, digest, size FROM archive_metadata '
+    rows = sql(dsn, 'SELECT "archiveId", content_url, is_compressed, digest, size FROM archive_metadata '
                      'ORDER BY "archiveId"')
     for archive_id, url, is_compressed, digest, size in rows:
         logical = big if archive_id == 'big' else binary
@@ -250,7 +239,7 @@ def test_migrated_rows_are_what_anchore_would_write(dsn, catalog, tmp_path, dest
         else:
             assert url == 'db://admin/%s/%s' % ('analysis_data' if archive_id == 'big' else 'analysis_archive',
                                                 archive_id)
-            (jsondata, b64), = _sql(dsn, 'SELECT jsondata, b64_encoded FROM archive_document '
+            (jsondata, b64), = sql(dsn, 'SELECT jsondata, b64_encoded FROM archive_document '
                                          'WHERE "archiveId" = %s', (archive_id,))
             stored = base64.decodebytes(jsondata.encode()) if b64 else jsondata.encode('utf-8')
             assert b64 is (archive_id != 'big')
@@ -278,15 +267,15 @@ def test_repoint_guard_and_concurrency(dsn, catalog):
     for thread in threads:
         thread.join()
     assert sorted(results) == [False] * 40 + [True] * 40
-    row = _sql(dsn, 'SELECT content_url, is_compressed, digest, size, last_updated > 0 FROM archive_metadata '
+    row = sql(dsn, 'SELECT content_url, is_compressed, digest, size, last_updated > 0 FROM archive_metadata '
                     'WHERE "archiveId" = %s', ('m07',))[0]
     assert row == ('file:///new/m07', True, 'f' * 32, 7, True)
-    _sql(dsn, "DELETE FROM archive_metadata WHERE \"archiveId\" = 'm00'", fetch=False)
+    sql(dsn, "DELETE FROM archive_metadata WHERE \"archiveId\" = 'm00'", fetch=False)
     assert catalog.repoint(docs[0], 'x://y', False, None, None) is False
 
 
 def test_missing_archive_metadata_table(dsn):
-    _sql(dsn, 'CREATE SCHEMA IF NOT EXISTS empty_schema', fetch=False)
+    sql(dsn, 'CREATE SCHEMA IF NOT EXISTS empty_schema', fetch=False)
     cat = anchore.AnchoreCatalog(pg_ext.make_dsn(dsn, options='-c search_path=empty_schema'))
     with pytest.raises(errors.BucketMissingError) as info:
         cat.check_access()
@@ -317,9 +306,9 @@ def test_wrong_password_catalog(dsn):
 def test_db_source_with_legacy_rows(dsn, catalog):
     """Rows written by Anchore's legacy db driver (never compressed) read back through the db store."""
     doc = b'{"document": {"policy": "default"}}'
-    _sql(dsn, 'INSERT INTO archive_document (bucket, "archiveId", "userId", "documentName", jsondata, b64_encoded) '
+    sql(dsn, 'INSERT INTO archive_document (bucket, "archiveId", "userId", "documentName", jsondata, b64_encoded) '
               "VALUES ('policy_bundles', 'p1', 'admin', 'p1.json', %s, false)", (doc.decode(),), fetch=False)
-    _sql(dsn, 'INSERT INTO archive_metadata ("userId", bucket, "archiveId", "documentName", content_url, '
+    sql(dsn, 'INSERT INTO archive_metadata ("userId", bucket, "archiveId", "documentName", content_url, '
               "is_compressed, digest, size) VALUES ('admin', 'policy_bundles', 'p1', 'p1.json', "
               "'db://admin/policy_bundles/p1', false, %s, %s)", (hashlib.md5(doc).hexdigest(), len(doc)),
          fetch=False)

@@ -20,7 +20,7 @@ from ansible_collections.storeshift.objstore.plugins.module_utils.errors import 
 from ansible_collections.storeshift.objstore.plugins.module_utils.ledger import Ledger
 from ansible_collections.storeshift.objstore.plugins.module_utils.specs import load_spec_from_config
 
-from helpers import logical_digests, seed, spec_of, store_of
+from helpers import logical_digests, seed, spec_of, sql, store_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -34,18 +34,6 @@ def migrate(source, dest, ledger, db_connect=None, **options):
 
 
 # -- Anchore seeding, the way anchore-engine's ObjectStorageManager writes -------------------
-
-def sql(dsn, query, args=None, fetch=True):
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(query, args)
-            rows = cur.fetchall() if fetch else None
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
-
 
 def seed_anchore(dsn, driver, count, compress=False, min_kb=1, buckets=('analysis_data', 'analysis_archive')):
     """Rows in archive_metadata plus the db/db2 content; returns {(user, bucket, id): content}."""
