@@ -57,7 +57,7 @@ def anchore_put(dsn, driver, user, bucket, archive_id, data, compress_enabled=Fa
     if driver == 'db2':
         url = 'db2://%s/%s/%s' % (user, bucket, archive_id)
         sql(dsn, 'INSERT INTO object_storage ("userId", bucket, key, content) VALUES (%s, %s, %s, %s)',
-             (user, bucket, archive_id, psycopg2.Binary(payload)), fetch=False)
+            (user, bucket, archive_id, psycopg2.Binary(payload)), fetch=False)
     elif driver == 'localfs':
         filehash = hashlib.md5(archive_id.encode('utf8')).hexdigest()
         directory = os.path.join(data_dir, hashlib.md5(user.encode('utf8')).hexdigest(), bucket, filehash[0:2])
@@ -72,8 +72,8 @@ def anchore_put(dsn, driver, user, bucket, archive_id, data, compress_enabled=Fa
     else:
         raise AssertionError(driver)
     sql(dsn, 'INSERT INTO archive_metadata ("userId", bucket, "archiveId", "documentName", content_url, '
-              'is_compressed, digest, size) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)',
-         (user, bucket, archive_id, archive_id + '.json', url, is_compressed, digest, len(payload)), fetch=False)
+             'is_compressed, digest, size) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)',
+        (user, bucket, archive_id, archive_id + '.json', url, is_compressed, digest, len(payload)), fetch=False)
     return url, is_compressed, digest, len(payload)
 
 
@@ -115,7 +115,7 @@ def test_iter_documents_pagination_and_filters(dsn, catalog, tmp_path):
     for n in range(3):
         anchore_put(dsn, 'localfs', 'admin', 'manifest_data', 'fs-%d' % n, b'y', data_dir=str(tmp_path))
     sql(dsn, 'INSERT INTO archive_metadata ("userId", bucket, "archiveId", "documentName", content_url) '
-              "VALUES ('admin', 'b', 'nourl', 'nourl.json', NULL)", fetch=False)
+             "VALUES ('admin', 'b', 'nourl', 'nourl.json', NULL)", fetch=False)
     db2 = _spec('db2')
     assert catalog.count_documents(db2) == 25
     docs = list(catalog.iter_documents(db2, batch=4))
@@ -187,9 +187,9 @@ def test_digest_mismatch_is_integrity_error(dsn, catalog):
     anchore_put(dsn, 'db2', 'admin', 'policy_evaluations', 'e1', b'{"final_action": "go"}')
     anchore_put(dsn, 'db2', 'admin', 'policy_evaluations', 'e2', _doc_json(9, 200 * 1024), compress_enabled=True)
     sql(dsn, "UPDATE object_storage SET content = convert_to('{\"final_action\": \"stop\"}', 'UTF8') "
-              "WHERE key = 'e1'", fetch=False)
+             "WHERE key = 'e1'", fetch=False)
     sql(dsn, "UPDATE object_storage SET content = overlay(content PLACING '\\x00000000'::bytea FROM 200) "
-              "WHERE key = 'e2'", fetch=False)
+             "WHERE key = 'e2'", fetch=False)
     store = open_store(_spec('db2'), db_connect=dsn)
     for name in ('e1', 'e2'):
         doc = catalog.get_document('admin', 'policy_evaluations', name)
@@ -228,7 +228,7 @@ def test_migrated_rows_are_what_anchore_would_write(dsn, catalog, tmp_path, dest
         assert _migrate(catalog, source, dest, doc)
         assert not catalog.repoint(doc, 'db2://stale', False, None, 0)  # guard: the old URL no longer matches
     rows = sql(dsn, 'SELECT "archiveId", content_url, is_compressed, digest, size FROM archive_metadata '
-                     'ORDER BY "archiveId"')
+                    'ORDER BY "archiveId"')
     for archive_id, url, is_compressed, digest, size in rows:
         logical = big if archive_id == 'big' else binary
         if dest_driver == 'localfs':
@@ -240,7 +240,7 @@ def test_migrated_rows_are_what_anchore_would_write(dsn, catalog, tmp_path, dest
             assert url == 'db://admin/%s/%s' % ('analysis_data' if archive_id == 'big' else 'analysis_archive',
                                                 archive_id)
             (jsondata, b64), = sql(dsn, 'SELECT jsondata, b64_encoded FROM archive_document '
-                                         'WHERE "archiveId" = %s', (archive_id,))
+                                        'WHERE "archiveId" = %s', (archive_id,))
             stored = base64.decodebytes(jsondata.encode()) if b64 else jsondata.encode('utf-8')
             assert b64 is (archive_id != 'big')
         # Anchore's reader: MD5 of stored bytes, then zlib if flagged
@@ -268,7 +268,7 @@ def test_repoint_guard_and_concurrency(dsn, catalog):
         thread.join()
     assert sorted(results) == [False] * 40 + [True] * 40
     row = sql(dsn, 'SELECT content_url, is_compressed, digest, size, last_updated > 0 FROM archive_metadata '
-                    'WHERE "archiveId" = %s', ('m07',))[0]
+                   'WHERE "archiveId" = %s', ('m07',))[0]
     assert row == ('file:///new/m07', True, 'f' * 32, 7, True)
     sql(dsn, "DELETE FROM archive_metadata WHERE \"archiveId\" = 'm00'", fetch=False)
     assert catalog.repoint(docs[0], 'x://y', False, None, None) is False
@@ -307,11 +307,11 @@ def test_db_source_with_legacy_rows(dsn, catalog):
     """Rows written by Anchore's legacy db driver (never compressed) read back through the db store."""
     doc = b'{"document": {"policy": "default"}}'
     sql(dsn, 'INSERT INTO archive_document (bucket, "archiveId", "userId", "documentName", jsondata, b64_encoded) '
-              "VALUES ('policy_bundles', 'p1', 'admin', 'p1.json', %s, false)", (doc.decode(),), fetch=False)
+             "VALUES ('policy_bundles', 'p1', 'admin', 'p1.json', %s, false)", (doc.decode(),), fetch=False)
     sql(dsn, 'INSERT INTO archive_metadata ("userId", bucket, "archiveId", "documentName", content_url, '
-              "is_compressed, digest, size) VALUES ('admin', 'policy_bundles', 'p1', 'p1.json', "
-              "'db://admin/policy_bundles/p1', false, %s, %s)", (hashlib.md5(doc).hexdigest(), len(doc)),
-         fetch=False)
+             "is_compressed, digest, size) VALUES ('admin', 'policy_bundles', 'p1', 'p1.json', "
+             "'db://admin/policy_bundles/p1', false, %s, %s)", (hashlib.md5(doc).hexdigest(), len(doc)),
+        fetch=False)
     store = open_store(_spec('db'), db_connect=dsn)
     (row,) = list(catalog.iter_documents(store.spec))
     assert _read(anchore.open_for_anchore(store, row)) == doc
