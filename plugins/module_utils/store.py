@@ -91,7 +91,11 @@ class ObjectStore(object):
         raise NotImplementedError
 
     def put(self, key, stream, size=None, immutable=False, retain_seconds=None, metadata=None):
-        """Store ``stream`` (stored bytes) under ``key``; ``size`` may be None (unknown)."""
+        """Store ``stream`` (stored bytes) under ``key``; ``size`` may be None (unknown).
+
+        Returns the SHA-256 (hex) of the stored bytes when the backend itself checked them on receipt
+        against a digest sent with the request (S3 checksums), else None: the engine then reads back.
+        """
         raise NotImplementedError
 
     def delete(self, key):

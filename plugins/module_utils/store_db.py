@@ -641,7 +641,6 @@ class Db2Store(_PgStore):
                 'object_metadata = coalesce(EXCLUDED.object_metadata, object_storage.object_metadata), '
                 'last_updated = EXCLUDED.last_updated',
                 (user, bucket, name, '', meta, psycopg2.Binary(data), now, now))
-        return ObjectInfo(key, size=len(data))
 
 
 class DbStore(_PgStore):
@@ -685,7 +684,6 @@ class DbStore(_PgStore):
                 'jsondata = EXCLUDED.jsondata, b64_encoded = EXCLUDED.b64_encoded, '
                 'last_updated = EXCLUDED.last_updated',
                 (bucket, name, user, name + '.json', text, is_b64, now, now, 'active'))
-        return ObjectInfo(key, size=len(data))
 
 
 def open_db_store(spec, db_connect):

@@ -326,7 +326,6 @@ class LocalfsStore(ObjectStore):
                     os.unlink(tmp)
                 except OSError:
                     pass
-        return ObjectInfo(key, size=written)
 
     def delete(self, key):
         path = self.path_for(key)

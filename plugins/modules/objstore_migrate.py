@@ -131,10 +131,25 @@ options:
     default: false
   verify_writes:
     description:
-      - Read every destination object back and compare its SHA-256 before counting it copied.
+      - Prove every write by SHA-256 before counting the object copied, as O(verify_method) says.
         Always on when O(delete_source=true).
     type: bool
     default: true
+  verify_method:
+    description:
+      - How a write is proven when O(verify_writes=true).
+      - V(auto) lets an S3 destination prove the write. Every PUT (every part of a multipart upload)
+        carries the SHA-256 of its bytes in C(x-amz-checksum-sha256); the server hashes what it stores,
+        refuses a mismatch and confirms the digest, and the object counts as copied when the confirmed
+        digest is the one of the bytes read from the source. This is used only where the server is seen
+        refusing a wrong digest (one probe PUT per run, which such a server does not store) and the
+        destination is not compressed; everywhere else, and for the C(anchore) layout, V(auto) reads back.
+      - V(readback) reads every destination object back and compares the SHA-256 of its content.
+      - O(delete_source=true) always reads back. Default V(auto).
+      - Setting it together with O(verify_writes=false) is an error.
+    type: str
+    choices: [auto, readback]
+    version_added: 0.1.0
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - storeshift.objstore.store
@@ -249,6 +264,14 @@ objects_per_s:
   description: Objects per second.
   returned: not in check mode
   type: float
+write_verification:
+  description:
+    - How writes were proven in this run. C(server-sha256) (the destination confirmed the SHA-256 of what
+      it stored), C(readback) (read back and hashed), or C(none) (O(verify_writes=false)).
+  returned: success and failure, not in check mode
+  type: str
+  sample: server-sha256
+  version_added: 0.1.0
 retries:
   description: Requests retried after transient errors.
   returned: not in check mode
@@ -318,13 +341,16 @@ def build(objmod):
         raise ConfigError('resume of a sharded migration needs migration_id', step='config')
     if shard['count'] > 1 and not params['migration_id']:
         raise ConfigError('shard needs migration_id (every shard must name the same migration)', step='config')
+    if params['verify_method'] is not None and not params['verify_writes']:
+        raise ConfigError('verify_method applies only when verify_writes is true', step='config')
     options = MigrationOptions(
         layout=layout, buckets=buckets, prefixes=params['prefix'], include=params['include'],
         exclude=params['exclude'], overwrite=params['overwrite'], delete_source=params['delete_source'],
         immutable=params['immutable'], retain_days=params['retain_days'], workers=params['workers'],
         max_objects_per_second=params['max_objects_per_second'],
         max_bytes_per_second=params['max_bytes_per_second'], shard_index=shard['index'],
-        shard_count=shard['count'], verify_writes=params['verify_writes'] or params['delete_source'])
+        shard_count=shard['count'], verify_writes=params['verify_writes'] or params['delete_source'],
+        verify_method=params['verify_method'] or 'auto')
     if ledger:
         objmod.add_secrets([dsn_password(ledger)])
     return Migrator(source, dest, options, ledger_location=ledger, db_connect=objmod.db_connect,
@@ -340,6 +366,7 @@ def migrate(objmod):
     summary = migrator.run()
     result = dict((key, summary.get(key)) for key in _RESULT_KEYS)
     result.update(state=summary['run_state'], copied_this_run=summary['copied_this_run'],
+                  write_verification=summary['write_verification'],
                   run_duration_s=summary['run_duration_s'],
                   changed=bool(summary['copied_this_run'] or summary['objects_deleted']))
     if summary['run_state'] != 'complete':
@@ -376,6 +403,7 @@ def main():
             from_analysis_archive=dict(type='bool', default=False),
             to_analysis_archive=dict(type='bool', default=False),
             verify_writes=dict(type='bool', default=True),
+            verify_method=dict(type='str', choices=['auto', 'readback']),
         ),
         supports_check_mode=True,
     )

@@ -61,7 +61,7 @@ def logical_digests(spec_dict, db_connect=None, prefix=''):
     return result
 
 
-def run_isolated_roundtrip(spec, size, key, known=True):
+def run_isolated_roundtrip(spec, size, key, known=True, env=None):
     """Run roundtrip_child.py in a process that does not inherit pytest's peak RSS.
 
     Linux keeps ru_maxrss across execve(), and a child forked from this (large) pytest
@@ -75,7 +75,7 @@ def run_isolated_roundtrip(spec, size, key, known=True):
     child = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'roundtrip_child.py')
     command = ['/bin/sh', '-c', '"$0" "$1" "$2" "$3" "$4"; rc=$?; exit $rc', sys.executable, child,
                str(size), key, 'known' if known else 'unknown']
-    env = dict(os.environ, STORE_SPEC=json.dumps(spec))
+    env = dict(os.environ, STORE_SPEC=json.dumps(spec), **(env or {}))
     return subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300, check=False)
 
 

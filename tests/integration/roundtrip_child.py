@@ -40,7 +40,7 @@ if store.driver == 's3':
         calls[name] = calls.get(name, 0) + 1
     store.client.meta.events.register('before-call.s3', count)
 writer = codec.HashingReader(Seeded(size, 20240501))
-store.put(key, writer, size=size if known else None)
+confirmed = store.put(key, writer, size=size if known else None)
 info = store.stat(key)
 reader = codec.HashingReader(store.open(key))
 while reader.read(1024 * 1024):
@@ -55,6 +55,6 @@ if os.path.exists('/proc/self/status'):
                 hwm = int(line.split()[1]) / 1024.0
 print(json.dumps({'written': writer.hexdigest(), 'written_size': writer.size,
                   'read': reader.hexdigest(), 'read_size': reader.size, 'stat_size': info.size,
-                  'etag': info.etag, 'stat_sha256': info.sha256, 'calls': calls,
+                  'etag': info.etag, 'stat_sha256': info.sha256, 'calls': calls, 'confirmed': confirmed,
                   'maxrss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                   'vmhwm_mib': hwm}))

@@ -81,18 +81,26 @@ def s3(s3_spec):
     st.close()
 
 
-def test_s3_200mib_streamed_in_bounded_memory(s3_spec):
+@pytest.mark.parametrize('fast_path', ['1', '0'])
+def test_s3_200mib_streamed_in_bounded_memory(s3_spec, fast_path):
     _store(s3_spec).check_access(create_bucket=True)
-    out = run_isolated_roundtrip(s3_spec, BIG, 'big/200mib.bin', known=True)
+    out = run_isolated_roundtrip(s3_spec, BIG, 'big/200mib-%s.bin' % fast_path, known=True,
+                                 env={'STORESHIFT_S3_FAST_PATH': fast_path})
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     result = json.loads(out.stdout.decode().strip().splitlines()[-1])
     assert result['written_size'] == result['read_size'] == result['stat_size'] == BIG
     assert result['written'] == result['read']
-    # 200 MiB > 8 MiB threshold: multipart, 8 MiB parts, no single PutObject.
-    assert result['calls'].get('CreateMultipartUpload') == 1
-    assert result['calls'].get('UploadPart') == BIG // (8 * MIB)
-    assert result['calls'].get('CompleteMultipartUpload') == 1
-    assert 'PutObject' not in result['calls']
+    # The server checked the SHA-256 of what it stored against the one sent, and confirmed it.
+    assert result['confirmed'] == result['written']
+    if fast_path == '1':
+        # One streamed PUT (aws-chunked, SHA-256 trailer) through the fast path: no boto3 call at all.
+        assert result['calls'] == {}
+    else:
+        # boto3 only: a multipart upload of 8 MiB parts, each with its SHA-256, no single PutObject.
+        assert result['calls'].get('CreateMultipartUpload') == 1
+        assert result['calls'].get('UploadPart') == BIG // (8 * MIB)
+        assert result['calls'].get('CompleteMultipartUpload') == 1
+        assert 'PutObject' not in result['calls']
     assert result['maxrss_mib'] < RSS_LIMIT_MIB, result
     assert result['vmhwm_mib'] is None or result['vmhwm_mib'] < RSS_LIMIT_MIB, result
 

@@ -1,17 +1,21 @@
 # -*- coding: utf-8 -*-
 # Copyright: storeshift.objstore contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The hand-signed S3 hot path: SigV4 against AWS's published example, key rules. Nothing is sent."""
+"""The hand-signed S3 hot path: SigV4 against AWS's published example, key rules, and its HTTP/1.1 client
+against a scripted server on loopback (answers the real S3 servers of the integration tests do not give on
+demand: chunked bodies, a closed keep-alive connection, a short upload stream)."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
+import io
+import socket
+import threading
 import time
 
 import pytest
-
-pytest.importorskip('urllib3')
 
 from ansible_collections.storeshift.objstore.plugins.module_utils import s3fast  # noqa: E402
 
@@ -51,3 +55,153 @@ def test_connection_failure_is_a_miss():
     with pytest.raises(s3fast.FastPathMiss):
         client.head('bucket', 'key')
     client.close()
+
+
+class ScriptedServer(object):
+    """Loopback HTTP server: answers each request with the next scripted answer (bytes), records requests.
+
+    An answer of None closes the connection without answering (a keep-alive connection the server dropped).
+    """
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.requests = []
+        self.sock = socket.socket()
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(8)
+        self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve)
+        self.thread.daemon = True
+        self.thread.start()
+
+    def _read_request(self, conn, buffer):
+        while b'\r\n\r\n' not in buffer:
+            data = conn.recv(65536)
+            if not data:
+                return None, buffer
+            buffer += data
+        head, _sep, rest = buffer.partition(b'\r\n\r\n')
+        length = 0
+        for line in head.split(b'\r\n')[1:]:
+            name, _sep, value = line.partition(b':')
+            if name.strip().lower() == b'content-length':
+                length = int(value)
+        while len(rest) < length:
+            data = conn.recv(65536)
+            if not data:
+                break
+            rest += data
+        return head + b'\r\n\r\n' + rest[:length], rest[length:]
+
+    def _serve(self):
+        try:
+            self._answer_all()
+        except OSError:
+            pass  # the test closed the server, or the client dropped a connection on purpose
+
+    def _answer_all(self):
+        while self.answers:
+            conn, _addr = self.sock.accept()
+            buffer = b''
+            while self.answers:
+                request, buffer = self._read_request(conn, buffer)
+                if request is None:
+                    break
+                self.requests.append(request)
+                answer = self.answers.pop(0)
+                if answer is None:
+                    break
+                conn.sendall(answer)
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def _client(server):
+    return s3fast.FastS3(server.url, 'us-east-1', 'AK', 'SK', connect_timeout=5, read_timeout=5)
+
+
+def test_chunked_answer_and_keep_alive():
+    xml = (b'<?xml version="1.0"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+           b'<EncodingType>url</EncodingType><IsTruncated>false</IsTruncated>'
+           b'<Contents><Key>a+b%20c/d%2Be</Key><Size>3</Size><ETag>&quot;e1&quot;</ETag></Contents>'
+           b'</ListBucketResult>')
+    chunked = b''.join(b'%x\r\n%s\r\n' % (len(xml[i:i + 50]), xml[i:i + 50]) for i in range(0, len(xml), 50))
+    server = ScriptedServer([
+        b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n' + chunked + b'0\r\n\r\n',
+        b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello',
+    ])
+    client = _client(server)
+    items, token = client.list_page('b', 'a')
+    assert items == [('a b c/d+e', 3, 'e1')] and token is None
+    body = client.get('b', 'k')
+    assert body.read(2) + body.read() == b'hello'
+    assert len(server.requests) == 2  # both over one kept-alive connection
+    client.close()
+    server.close()
+
+
+def test_dropped_keep_alive_connection_is_replaced_once():
+    server = ScriptedServer([
+        b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n',
+        None,  # the server closed the idle connection: the next request goes again on a new one
+        b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: "x"\r\nx-amz-checksum-sha256: %s\r\n\r\n'
+        % s3fast.b64_of_hex(hashlib.sha256(b'data').hexdigest()).encode(),
+    ])
+    client = _client(server)
+    assert client.head_bucket('b') is True
+    etag, sha, echoed = client.put('b', 'k', b'data')
+    assert (etag, sha, echoed) == ('x', hashlib.sha256(b'data').hexdigest(), True)
+    assert server.requests[-1].endswith(b'\r\n\r\ndata')
+    assert b'x-amz-checksum-sha256: ' + s3fast.b64_of_hex(sha).encode() in server.requests[-1]
+    client.close()
+    server.close()
+
+
+def test_error_answers_are_misses():
+    server = ScriptedServer([
+        b'HTTP/1.1 400 Bad Request\r\nContent-Length: 41\r\n\r\n<Error><Code>BadDigest</Code></Error>    ',
+        b'HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n',
+    ])
+    client = _client(server)
+    with pytest.raises(s3fast.FastPathMiss):
+        client.put('b', 'k', b'data')
+    assert client.head('b', 'k') is None
+    client.close()
+    server.close()
+
+
+def test_streamed_put_frames_the_body_and_sends_the_trailer(monkeypatch):
+    monkeypatch.setattr(s3fast, 'STREAM_CHUNK', 7)
+    data = b'0123456789abcdefghij'  # 7 + 7 + 6
+    sha = hashlib.sha256(data).hexdigest()
+    server = ScriptedServer([b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nx-amz-checksum-sha256: %s\r\n\r\n'
+                             % s3fast.b64_of_hex(sha).encode()])
+    client = _client(server)
+
+    class Trickle(object):  # short reads: the framing must still announce exactly what is sent
+        def __init__(self):
+            self.raw = io.BytesIO(data)
+
+        def read(self, n=-1):
+            return self.raw.read(min(n, 3))
+
+    assert client.put_stream('b', 'k', Trickle(), len(data)) == (None, sha, True)
+    head, _sep, body = server.requests[0].partition(b'\r\n\r\n')
+    assert b'Content-Length: %d' % s3fast.chunked_length(len(data), 7) in head
+    assert len(body) == s3fast.chunked_length(len(data), 7)
+    assert body == (b'7\r\n0123456\r\n7\r\n789abcd\r\n6\r\nefghij\r\n0\r\nx-amz-checksum-sha256:'
+                    + s3fast.b64_of_hex(sha).encode() + b'\r\n\r\n')
+    client.close()
+    server.close()
+
+
+def test_streamed_put_of_a_short_stream_stops(monkeypatch):
+    server = ScriptedServer([b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'])
+    client = _client(server)
+    with pytest.raises(s3fast.ShortStream) as caught:
+        client.put_stream('b', 'k', io.BytesIO(b'abc'), 10)
+    assert (caught.value.got, caught.value.size) == (3, 10)
+    client.close()
+    server.close()
