@@ -394,7 +394,7 @@ def child_engine(job):
     from ansible_collections.storeshift.objstore.plugins.module_utils.engine import MigrationOptions, Migrator
     from ansible_collections.storeshift.objstore.plugins.module_utils.specs import StoreSpec
     options = MigrationOptions(workers=job['workers'], max_objects_per_second=job.get('rate'),
-                               verify_writes=True)
+                               verify_writes=True, verify_method=job.get('verify_method', 'auto'))
     migrator = Migrator(StoreSpec.from_dict(job['source']), StoreSpec.from_dict(job['dest']), options,
                         ledger_location=job['ledger'], db_connect=job.get('db_connect'),
                         migration_id=job.get('migration_id'), resume=job.get('resume', False))
@@ -403,6 +403,7 @@ def child_engine(job):
              'copied_this_run', 'run_message')
     out = dict((k, summary.get(k)) for k in names)
     out['puts'] = migrator.puts
+    out['write_verification'] = summary.get('write_verification')
     sys.stdout.write(json.dumps(out) + '\n')
     return 0 if summary.get('run_state') == 'complete' else 1
 
@@ -502,13 +503,15 @@ class Bench(object):
             handle.write('\n'.join(lines))
 
     # -- one run of one contender --------------------------------------------------
-    def run_engine(self, case, source, dest, workers, db_connect=None):
+    def run_engine(self, case, source, dest, workers, db_connect=None, verify_method='auto'):
         ledger = os.path.join(self.workdir, 'ledger-%s.sqlite' % uuid.uuid4().hex[:8])
-        job = {'source': source, 'dest': dest, 'workers': workers, 'ledger': ledger, 'db_connect': db_connect}
+        job = {'source': source, 'dest': dest, 'workers': workers, 'ledger': ledger, 'db_connect': db_connect,
+               'verify_method': verify_method}
         job_path = self._job_file(job)
-        self.commands['engine'] = ('python bench/bench.py _engine JOB.json   # Migrator(source, dest, '
-                                   'MigrationOptions(workers=%d, verify_writes=True), ledger=<fresh sqlite>).run()'
-                                   % workers)
+        name = 'engine' if verify_method == 'auto' else 'engine-' + verify_method
+        self.commands[name] = ('python bench/bench.py _engine JOB.json   # Migrator(source, dest, '
+                               'MigrationOptions(workers=%d, verify_writes=True, verify_method=%r), '
+                               'ledger=<fresh sqlite>).run()' % (workers, verify_method))
         result = measure([PYTHON, SELF, '_engine', job_path], self.env, self.workdir)
         info = last_json(result['stdout']) or {}
         result['detail'] = info
@@ -597,7 +600,7 @@ class Bench(object):
                        '' if result['ok'] else '  FAILED'))
 
     def s3_case(self, name, src_bucket, objects, nbytes, with_playbook=False, with_engine=True, loop=True,
-                rclone_default=True):
+                rclone_default=True, with_readback=True):
         st = self.stack
         src_spec = st.s3_spec('a', src_bucket)
         workers = self.sizes['workers']
@@ -605,6 +608,10 @@ class Bench(object):
         if with_engine:
             contenders.append(('engine', lambda dst: self.run_engine(name, src_spec, st.s3_spec('b', dst, True),
                                                                      workers)))
+        if with_readback:
+            # The same engine proving every write by reading it back instead of by the server's checksum.
+            contenders.append(('engine-readback', lambda dst: self.run_engine(
+                name, src_spec, st.s3_spec('b', dst, True), workers, verify_method='readback')))
         if with_playbook:
             contenders.append(('ansible-playbook', lambda dst: self.run_playbook(
                 name, src_spec, st.s3_spec('b', dst, True), workers)))
@@ -640,7 +647,8 @@ class Bench(object):
     def do_s3_small_10k(self):
         n, size = self.sizes['small10k_n'], self.sizes['small_size']
         bucket = self.source_bucket('small10k', n, size)
-        self.s3_case('s3_small_10k', bucket, n, n * size, with_playbook=True, loop=False, rclone_default=False)
+        self.s3_case('s3_small_10k', bucket, n, n * size, with_playbook=True, loop=False, rclone_default=False,
+                     with_readback=False)
 
     def do_s3_large(self):
         n, size = self.sizes['large_n'], self.sizes['large_size']
@@ -664,6 +672,8 @@ class Bench(object):
         contenders = [
             ('engine', lambda dst: self.run_engine('db_s3', src_spec, st.s3_spec('b', dst, True), workers,
                                                    db_connect=dsn)),
+            ('engine-readback', lambda dst: self.run_engine('db_s3', src_spec, st.s3_spec('b', dst, True), workers,
+                                                            db_connect=dsn, verify_method='readback')),
             ('loop', lambda dst: self.run_loop({'kind': 'db', 'db_connect': dsn, 'dst': st.s3['b'],
                                                 'dst_bucket': dst})),
         ]
@@ -777,7 +787,9 @@ class Bench(object):
                         'obj_s': good[0]['objects'] / wall, 'mib_s': good[0]['bytes'] / MIB / wall,
                         'cpu_s': statistics.median(r['cpu_s'] for r in good),
                         'peak_rss_mib': max(r['peak_rss'] for r in good) / MIB,
-                        'walls': [round(r['wall_s'], 2) for r in runs]}
+                        'walls': [round(r['wall_s'], 2) for r in runs],
+                        'write_verification': sorted(set((r.get('detail') or {}).get('write_verification') or '-'
+                                                         for r in runs))}
         return out
 
     def report(self):
@@ -787,20 +799,20 @@ class Bench(object):
             if run['case'] not in cases:
                 cases.append(run['case'])
         lines = ['| case | contender | runs | median s | obj/s | MiB/s | CPU s | peak RSS MiB | '
-                 '× rclone tuned | × loop | wall times s |',
-                 '|---|---|---|---|---|---|---|---|---|---|---|']
+                 '× rclone tuned | × loop | wall times s | writes proven by |',
+                 '|---|---|---|---|---|---|---|---|---|---|---|---|']
         for case in cases:
             contenders = [k[1] for k in med if k[0] == case]
             tuned = med.get((case, 'rclone-tuned'))
             loop = med.get((case, 'loop'))
             for name in contenders:
                 m = med[(case, name)]
-                lines.append('| %s | %s | %d | %.2f | %.1f | %.1f | %.2f | %.1f | %s | %s | %s |' % (
+                lines.append('| %s | %s | %d | %.2f | %.1f | %.1f | %.2f | %.1f | %s | %s | %s | %s |' % (
                     case, name + ('' if m['ok'] else ' (FAILED)'), m['runs'], m['wall_s'], m['obj_s'], m['mib_s'],
                     m['cpu_s'], m['peak_rss_mib'],
                     '%.2f' % (tuned['wall_s'] / m['wall_s']) if tuned else '-',
                     '%.2f' % (loop['wall_s'] / m['wall_s']) if loop else '-',
-                    ' '.join('%.2f' % w for w in m['walls'])))
+                    ' '.join('%.2f' % w for w in m['walls']), ', '.join(m['write_verification'])))
         targets = self.targets(med)
         machine = machine_info()
         text = ['# Benchmark results %s%s' % (self.tag, ' (smoke: tiny data sets, numbers mean nothing)'
@@ -863,7 +875,7 @@ class Bench(object):
             return y['wall_s'] / x['wall_s']
 
         r = ratio('s3_small', 'engine', 'rclone-tuned')
-        out.append(('S3→S3 16 KiB: engine ≥ 1.0× rclone tuned (read-back SHA-256 on)',
+        out.append(('S3→S3 16 KiB: engine ≥ 1.0× rclone tuned (SHA-256 verification on)',
                     '%.2f×' % r if r else '-', r >= 1.0 if r else None))
         r = ratio('s3_small_10k', 'ansible-playbook', 'rclone-tuned')
         out.append(('S3→S3 16 KiB, 10,000 objects through ansible-playbook ≥ 0.9× rclone tuned',
@@ -892,8 +904,13 @@ class Bench(object):
 
 
 def version_of(argv):
+    import shutil
+    path = os.path.dirname(PYTHON) + os.pathsep + os.environ.get('PATH', '')
+    found = shutil.which(argv[0], path=path)
+    if found is None:
+        return 'unknown'
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=20,
+        return subprocess.run([found] + argv[1:], capture_output=True, text=True, timeout=20,
                               check=False).stdout.strip().splitlines()[0]
     except Exception:  # noqa: BLE001
         return 'unknown'

@@ -68,10 +68,18 @@ DEFAULT_PART = 8 * 1024 * 1024
 CRASH_ENV = 'STORESHIFT_CRASH_AT'
 CRASH_POINTS = ('listing', 'put', 'repoint', 'delete')
 PAGE = 1000
+# Objects up to INLINE_LIMIT bytes come with the listing where the source can send them so (the database
+# drivers: one query per page instead of one per object); an engine page then holds at most about
+# INLINE_PAGE_BYTES of such content, and the work queue workers * 4 objects.
+INLINE_LIMIT = 64 * 1024
+INLINE_PAGE_BYTES = 8 * 1024 * 1024
 FLUSH_SECONDS = 0.5
 RETRY_ATTEMPTS = 6
 RETRY_BASE_SECONDS = 0.2
 RETRY_MAX_SECONDS = 8.0
+# A destination that read back (or confirmed) other bytes than were sent was written wrong on the way:
+# the object is copied again from the source, up to this many attempts in all, then it fails.
+WRITE_MISMATCH_ATTEMPTS = 3
 LAYOUTS = ('objects', 'anchore')
 OVERWRITE = ('never', 'if_different', 'always')
 # How a write is proven: ``auto`` accepts the destination server's own SHA-256 check of what it stored
@@ -248,6 +256,36 @@ class _Held(object):
         self._budget._give(self._amount)
 
 
+class _Decided(object):
+    """A value known now (the counterpart of _Deciding)."""
+
+    def __init__(self, value):
+        self._value = value
+
+    def value(self):
+        return self._value
+
+
+class _Deciding(object):
+    """A value computed by ``decide()`` in a thread; ``value()`` waits for it (``fallback`` if it raised)."""
+
+    def __init__(self, decide, fallback):
+        self._value = fallback
+        self._thread = threading.Thread(target=self._run, args=(decide,), name='decide')
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _run(self, decide):
+        try:
+            self._value = decide()
+        except Exception:  # pylint: disable=broad-except
+            pass  # the fallback (reading back) is always right
+
+    def value(self):
+        self._thread.join()
+        return self._value
+
+
 class RateLimiter(object):
     """A token bucket shared by the workers; ``None`` rate means unlimited."""
 
@@ -273,14 +311,16 @@ class RateLimiter(object):
 # ---------------------------------------------------------------------------
 
 class WorkItem(object):
-    __slots__ = ('key', 'size', 'source_key', 'dest_key', 'doc', 'dest_known', 'dest_info')
+    __slots__ = ('key', 'size', 'source_key', 'dest_key', 'doc', 'dest_known', 'dest_info', 'content')
 
-    def __init__(self, key, size=None, source_key=None, dest_key=None, doc=None):
+    def __init__(self, key, size=None, source_key=None, dest_key=None, doc=None, content=None):
         self.key = key
         self.size = size
         self.source_key = source_key if source_key is not None else key
         self.dest_key = dest_key if dest_key is not None else key
         self.doc = doc
+        # The source's stored bytes when they came with the listing (taken once: a retry reads the source).
+        self.content = content
         # Set by DestIndex: dest_known True means dest_info (None = absent) comes from the destination's listing.
         self.dest_known = False
         self.dest_info = None
@@ -396,7 +436,7 @@ class Migrator(object):
         self.copied_this_run = 0
         self.puts = 0
         self._memory = MemoryBudget(LARGE_MEMORY_BUDGET, LARGE_STREAMS)
-        self.write_verification = 'readback' if options.verify_writes else 'none'
+        self._write_verification = _Decided('readback' if options.verify_writes else 'none')
 
     # -- setup ------------------------------------------------------------------
     def _open_stores(self, write):
@@ -418,6 +458,11 @@ class Migrator(object):
         if self.options.layout == 'anchore':
             from ansible_collections.storeshift.objstore.plugins.module_utils.anchore import AnchoreCatalog
             self.catalog = AnchoreCatalog(self.db_connect)
+
+    @property
+    def write_verification(self):
+        """How writes are proven (waits for the destination probe the first time it is asked)."""
+        return self._write_verification.value()
 
     def _choose_write_verification(self):
         """'server-sha256' when the destination's own SHA-256 check may stand for a read-back, else 'readback'.
@@ -463,21 +508,35 @@ class Migrator(object):
                 dest_key = anchore_location(self.dest_spec, doc.user_id, doc.bucket, doc.archive_id)[0]
                 yield WorkItem(key, doc.size, source_key, dest_key, doc)
             return
+        # Content comes with the listing only when every listed object is wanted (no shards, no filters):
+        # otherwise the objects of other shards would be fetched for nothing.
+        inline = INLINE_LIMIT if self.options.shard_count == 1 and not self.options.include \
+            and not self.options.exclude else 0
         for prefix in self.options.prefixes:
-            for info in self.source.list(prefix):
+            for info in self.source.list_with_content(prefix, inline):
                 if self.options.wants(info.key):
-                    yield WorkItem(info.key, info.size)
+                    yield WorkItem(info.key, info.size, content=info.content)
 
     def iter_pages(self):
         page = []
+        inline_bytes = 0
         for item in self.iter_items():
             self._crash.reach('listing')
             page.append(item)
-            if len(page) >= PAGE:
+            inline_bytes += len(item.content) if item.content is not None else 0
+            if len(page) >= PAGE or inline_bytes >= INLINE_PAGE_BYTES:
                 yield page
                 page = []
+                inline_bytes = 0
         if page:
             yield page
+
+    def _source_bytes(self, item):
+        """The whole stored bytes of a small source object: from the listing when they came with it."""
+        content, item.content = item.content, None
+        if content is not None:
+            return content
+        return _read_all(self.source.open(item.source_key))
 
     # -- object copy --------------------------------------------------------------
     def _logical_sha(self, store, spec, key):
@@ -501,12 +560,12 @@ class Migrator(object):
         src_spec, dst_spec = self.source_spec, self.dest_spec
         if item.size is not None and item.size <= SMALL_OBJECT:
             if not src_spec.compression_enabled and not dst_spec.compression_enabled:
-                data = _read_all(self.source.open(item.source_key))  # byte for byte: no codec layers
+                data = self._source_bytes(item)  # byte for byte: no codec layers
                 sha = hashlib.sha256(data).hexdigest()
                 self._bytes_limiter.take(len(data))
                 server_sha = self._put(item.dest_key, io.BytesIO(data), len(data))
                 return sha, len(data), len(data), sha, server_sha
-            raw = _read_all(self.source.open(item.source_key))
+            raw = self._source_bytes(item)
             logical = _read_all(codec.decode_stream(io.BytesIO(raw), src_spec.compression_enabled))
             sha = hashlib.sha256(logical).hexdigest()
             stream, size, _codec = codec.encode_stream(io.BytesIO(logical), len(logical),
@@ -655,6 +714,11 @@ class Migrator(object):
                     self._retries += 1
                 delay = min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * (2 ** (attempt - 1)))
                 time.sleep(delay / 2 + random.random() * delay / 2)
+            except IntegrityError as exc:
+                if exc.step != 'verify' or attempt >= WRITE_MISMATCH_ATTEMPTS or self._stop.is_set():
+                    return self._failure(item, exc, attempt)
+                with self._lock:
+                    self._retries += 1
             except ObjectMissingError as exc:
                 return self._failure(item, ObjectMissingError('source object disappeared during the migration: %s'
                                                               % exc.message, key=item.key), attempt)
@@ -724,7 +788,9 @@ class Migrator(object):
         try:
             self.migration_id = self._resolve_migration_id(ledger)
             self._open_stores(write=True)
-            self.write_verification = self._choose_write_verification()
+            # The probe (one request, which some servers answer slowly) runs while the first objects are
+            # listed and copied: only their verification waits for it.
+            self._write_verification = _Deciding(self._choose_write_verification, fallback='readback')
             params = self.options.to_dict()
             params.update({'source': self.source_spec.to_dict(redact=True), 'dest': self.dest_spec.to_dict(redact=True)})
             ledger.begin_run(self.migration_id, self.options.layout, self.source_spec.describe(),

@@ -46,7 +46,7 @@ import socket
 import ssl
 import threading
 import time
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 
 try:
     from urllib.parse import quote, unquote_plus, urlsplit
@@ -61,6 +61,9 @@ MAX_HEADER_BYTES = 64 * 1024
 RECV_MAX = 1024 * 1024
 IDLE_CONNECTIONS = 128
 S3_NS = '{http://s3.amazonaws.com/doc/2006-03-01/}'
+# The codes of a server that checked a checksum sent with a request and found another digest.
+DIGEST_ERROR_CODES = frozenset(('BadDigest', 'InvalidDigest', 'XAmzContentChecksumMismatch',
+                                'XAmzContentSHA256Mismatch'))
 
 
 class FastPathMiss(Exception):
@@ -93,6 +96,29 @@ def usable_key(name):
         return False
     segments = name.split('/')
     return not any(segment in ('.', '..') for segment in segments)
+
+
+def proxied(url):
+    """True when the environment sends requests to ``url`` through a proxy (boto3 honours it; this client
+    connects directly, so it stays out of the way)."""
+    try:
+        from urllib.request import getproxies, proxy_bypass
+    except ImportError:  # pragma: no cover - Python 2 is not supported
+        return True
+    parts = urlsplit(url)
+    if not getproxies().get(parts.scheme):
+        return False
+    return not proxy_bypass(parts.netloc)
+
+
+def lent_digest(stream):
+    """The SHA-256 object of a stream that hashes what it passes on and has passed nothing yet (the
+    engine's HashingReader), else None. Once the stream is read, it is the digest of what was read:
+    hashing the same bytes twice would cost about a second of CPU per GiB."""
+    digest = getattr(stream, 'sha256', None)
+    if digest is None or not hasattr(digest, 'hexdigest') or getattr(stream, 'size', None) != 0:
+        return None
+    return digest
 
 
 def b64_of_hex(hex_digest):
@@ -387,21 +413,33 @@ class FastS3(object):
             raise FastPathMiss('HEAD bucket answered %d' % status)
         return True
 
-    def put(self, bucket, name, data):
-        """Store ``data`` (bytes) in one request with its SHA-256 checksum.
+    def put(self, bucket, name, data, sha256_hex=None):
+        """Store ``data`` (bytes) in one request with its SHA-256 checksum (``sha256_hex`` when the caller
+        already has it).
 
         Returns (etag, sha256 hex of ``data``, True when the server echoed that checksum). A server
         that checks the digest and finds a mismatch answers 400 BadDigest: a miss, which boto3 redoes.
         """
         path = self.path(bucket, name)
-        digest = hashlib.sha256(data)
-        hexed = digest.hexdigest()
-        b64 = base64.b64encode(digest.digest()).decode('ascii')
+        hexed = sha256_hex or hashlib.sha256(data).hexdigest()
+        b64 = b64_of_hex(hexed)
         headers = self._headers('PUT', path, hexed, {'x-amz-checksum-sha256': b64})
         status, answer, _body = self._simple('PUT', path, headers, data)
         if status != 200:
             raise FastPathMiss('PUT answered %d' % status)
         return (answer.get('etag') or '').strip('"') or None, hexed, answer.get('x-amz-checksum-sha256') == b64
+
+    def refuses_wrong_checksum(self, bucket, name, data, wrong_b64):
+        """PUT ``data`` with a wrong ``x-amz-checksum-sha256``: True when the server refuses it for the digest
+        (it checks checksums, nothing was stored), False when it stored it; anything else is a miss."""
+        path = self.path(bucket, name)
+        headers = self._headers('PUT', path, hashlib.sha256(data).hexdigest(), {'x-amz-checksum-sha256': wrong_b64})
+        status, _answer, body = self._simple('PUT', path, headers, data)
+        if status == 200:
+            return False
+        if status == 400 and _error_code(body) in DIGEST_ERROR_CODES:
+            return True
+        raise FastPathMiss('checksum probe answered %d' % status)
 
     def put_stream(self, bucket, name, stream, size):
         """Stream ``size`` bytes from ``stream`` in one PUT, with the SHA-256 as an aws-chunked trailer.
@@ -420,23 +458,27 @@ class FastS3(object):
             conn.send(request)
         except Exception as exc:
             raise FastPathMiss('PUT stream: %s: %s' % (type(exc).__name__, exc))
-        # A stream that hashes what it passes on (the engine's HashingReader, not yet read) lends its
-        # SHA-256: hashing the same bytes twice would cost about a second of CPU per GiB.
-        digest = getattr(stream, 'sha256', None)
-        own = digest is None or not hasattr(digest, 'update') or getattr(stream, 'size', None) != 0
+        digest = lent_digest(stream)
+        own = digest is None
         if own:
             digest = hashlib.sha256()
         sent = 0
         try:
             while sent < size:
+                # The chunk's size goes first; its bytes follow as the stream gives them (no copy to
+                # assemble it). A stream that ends early leaves the body truncated: the server stores nothing.
                 wanted = min(STREAM_CHUNK, size - sent)
-                data = _read_chunk(stream, wanted)
-                if len(data) < wanted:
-                    raise ShortStream(sent + len(data), size)
-                if own:
-                    digest.update(data)
-                sent += len(data)
-                conn.send(b'%x\r\n' % len(data) + data + b'\r\n')
+                conn.send(b'%x\r\n' % wanted)
+                end = sent + wanted
+                while sent < end:
+                    data = _read_some(stream, end - sent)
+                    if not data:
+                        raise ShortStream(sent, size)
+                    if own:
+                        digest.update(data)
+                    conn.send(data)
+                    sent += len(data)
+                conn.send(b'\r\n')
             b64 = base64.b64encode(digest.digest()).decode('ascii')
             conn.send(b'0\r\nx-amz-checksum-sha256:' + b64.encode('ascii') + b'\r\n\r\n')
             status, answer = conn.read_head()
@@ -529,20 +571,12 @@ class FastBody(object):
                 conn.close()  # unread body: the socket cannot be reused
 
 
-def _read_chunk(stream, size):
-    """Exactly ``size`` bytes of ``stream`` (fewer only at its end): the framing announced them."""
-    parts = []
-    got = 0
-    while got < size:
-        try:
-            data = stream.read(size - got)
-        except Exception as exc:  # the source's own failure
-            raise SourceFailed(exc)
-        if not data:
-            break
-        parts.append(data)
-        got += len(data)
-    return parts[0] if len(parts) == 1 else b''.join(parts)
+def _read_some(stream, size):
+    """Up to ``size`` bytes of ``stream`` (b'' at its end); the stream's own failure is SourceFailed."""
+    try:
+        return stream.read(size)
+    except Exception as exc:  # the source's own failure
+        raise SourceFailed(exc)
 
 
 def _error_code(body):

@@ -24,14 +24,15 @@ from ansible_collections.storeshift.objstore.plugins.module_utils.errors import 
 class ObjectInfo(object):
     """What a listing or stat returns for one object."""
 
-    __slots__ = ('key', 'size', 'etag', 'sha256', 'metadata')
+    __slots__ = ('key', 'size', 'etag', 'sha256', 'metadata', 'content')
 
-    def __init__(self, key, size=None, etag=None, sha256=None, metadata=None):
+    def __init__(self, key, size=None, etag=None, sha256=None, metadata=None, content=None):
         self.key = key
         self.size = size          # stored size in bytes, None when the listing cannot tell
         self.etag = etag          # backend checksum as reported (never trusted as content digest)
         self.sha256 = sha256      # SHA-256 of the stored bytes when the backend records it
         self.metadata = metadata or {}
+        self.content = content    # the stored bytes, from list_with_content only (None: open() them)
 
     def __repr__(self):
         return 'ObjectInfo(%r, size=%r)' % (self.key, self.size)
@@ -78,6 +79,12 @@ class ObjectStore(object):
     def list(self, prefix=''):
         """Yield ObjectInfo for every key starting with ``prefix``, page by page."""
         raise NotImplementedError
+
+    def list_with_content(self, prefix='', limit=0):
+        """Like ``list``; a backend that can fetch small objects with the listing itself (one query per
+        page instead of one per object: the database drivers) sets ``content`` (the stored bytes) on
+        those of at most ``limit`` bytes. Others just list."""
+        return self.list(prefix)
 
     def stat(self, key):
         """ObjectInfo for ``key``, or None when it does not exist."""

@@ -47,6 +47,7 @@ except ImportError:  # pragma: no cover - bare targets only
 
 READ_CHUNK = 1024 * 1024      # bytea slice fetched per query when streaming a db2 row
 PAGE_SIZE = 1000              # rows per listing page (keyset pagination)
+INLINE_PAGE_BYTES = 8 * 1024 * 1024  # a listing page with content holds at most about this many bytes of it
 MAX_CONNECTIONS = 64          # per pool; callers block when all are in use
 CONNECT_TIMEOUT = 15          # seconds, unless the DSN says otherwise
 APPLICATION_NAME = 'storeshift-objstore'
@@ -517,12 +518,32 @@ class _PgStore(ObjectStore):
     def _extra_where(self):
         return [], []
 
+    def _inline_columns(self, limit):
+        """SQL for the columns that carry an object's stored bytes when its size is at most ``limit``."""
+        raise NotImplementedError
+
+    def _inline_value(self, values):
+        """The stored bytes from the values of ``_inline_columns`` (None: not fetched, open() instead)."""
+        raise NotImplementedError
+
     def list(self, prefix=''):
+        return self._list(prefix, 0)
+
+    def list_with_content(self, prefix='', limit=0):
+        return self._list(prefix, int(limit or 0))
+
+    def _list(self, prefix, inline_limit):
         columns = self.key_columns
         idents = [sql.Identifier(c) for c in columns]
         conds, params = _prefix_conditions(prefix, columns)
         extra_conds, extra_params = self._extra_where()
         order = sql.SQL(', ').join(idents)
+        selected = [order, self._size_expr()]
+        page_size = PAGE_SIZE
+        if inline_limit > 0:
+            selected.extend(self._inline_columns(inline_limit))
+            # Pages with content stay small enough to bound memory whatever the objects' sizes.
+            page_size = max(1, min(PAGE_SIZE, INLINE_PAGE_BYTES // inline_limit))
         last = None
         while True:
             where = list(conds) + list(extra_conds)
@@ -530,19 +551,21 @@ class _PgStore(ObjectStore):
             if last is not None:
                 where.append(sql.SQL('({}) > (%s, %s, %s)').format(order))
                 args.extend(last)
-            query = sql.SQL('SELECT {cols}, {size} FROM {table}{where} ORDER BY {order} LIMIT %s').format(
-                cols=order, size=self._size_expr(), table=sql.Identifier(self.table),
+            query = sql.SQL('SELECT {cols} FROM {table}{where} ORDER BY {order} LIMIT %s').format(
+                cols=sql.SQL(', ').join(selected), table=sql.Identifier(self.table),
                 where=(sql.SQL(' WHERE ') + sql.SQL(' AND ').join(where)) if where else sql.SQL(''),
                 order=order)
-            args.append(PAGE_SIZE)
+            args.append(page_size)
             with self.pool.transaction('list') as cur:
                 cur.execute(query, args)
                 rows = cur.fetchall()
             for row in rows:
-                yield ObjectInfo('%s/%s/%s' % (row[0], row[1], row[2]), size=int(row[3] or 0))
-            if len(rows) < PAGE_SIZE:
+                content = self._inline_value(row[4:]) if inline_limit > 0 else None
+                yield ObjectInfo('%s/%s/%s' % (row[0], row[1], row[2]), size=int(row[3] or 0), content=content)
+            if len(rows) < page_size:
                 return
             last = rows[-1][:3]
+            rows = None  # the page's content goes before the next one comes
 
     def stat(self, key):
         parts = split_key(key, self.driver)
@@ -581,6 +604,12 @@ class Db2Store(_PgStore):
 
     def _extra_where(self):
         return [sql.SQL('version = %s')], ['']
+
+    def _inline_columns(self, limit):
+        return [sql.SQL('CASE WHEN octet_length(content) <= {} THEN content END').format(sql.Literal(limit))]
+
+    def _inline_value(self, values):
+        return bytes(values[0]) if values[0] is not None else None
 
     def open(self, key):
         user, bucket, name = split_key(key, self.driver)
@@ -654,6 +683,19 @@ class DbStore(_PgStore):
         return sql.SQL("CASE WHEN jsondata IS NULL THEN 0 "
                        "WHEN b64_encoded AND jsondata <> '' THEN octet_length(decode(jsondata, 'base64')) "
                        "ELSE octet_length(jsondata) END")
+
+    def _inline_columns(self, limit):
+        # The text is at most 4/3 of the bytes it encodes: the bound keeps big rows out of the page.
+        return [sql.SQL('CASE WHEN octet_length(jsondata) <= {} THEN jsondata END').format(
+            sql.Literal(limit * 4 // 3 + 4)), sql.SQL('b64_encoded')]
+
+    def _inline_value(self, values):
+        if values[0] is None:
+            return None
+        try:
+            return anchore_text_decode(values[0], values[1])
+        except (ValueError, TypeError):
+            return None  # not valid base64: open() reads it again and names the error
 
     def open(self, key):
         user, bucket, name = split_key(key, self.driver)

@@ -15,7 +15,9 @@ single-object GET, HEAD and single-request PUT go through ``s3fast`` (hand-
 signed SigV4 over a shared urllib3 pool, about a fifth of botocore's CPU per
 request); whatever does not plainly succeed there is redone through boto3,
 so errors are produced and mapped exactly as before. The environment
-variable ``STORESHIFT_S3_FAST_PATH=0`` turns the fast path off.
+variable ``STORESHIFT_S3_FAST_PATH=0`` turns the fast path off; an endpoint
+that the environment sends through an HTTP proxy (``https_proxy`` and
+``no_proxy``, as boto3 reads them) is left to boto3.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -62,8 +64,7 @@ _AUTH_CODES = frozenset(('InvalidAccessKeyId', 'SignatureDoesNotMatch', 'Invalid
 _TRANSIENT_CODES = frozenset(('SlowDown', 'ServiceUnavailable', 'InternalError', 'RequestTimeout',
                               'Throttling', 'ThrottlingException',
                               'OperationAborted', 'BadGateway', 'GatewayTimeout', '500', '502', '503', '504'))
-_DIGEST_CODES = frozenset(('BadDigest', 'InvalidDigest', 'XAmzContentChecksumMismatch',
-                           'XAmzContentSHA256Mismatch'))
+_DIGEST_CODES = s3fast.DIGEST_ERROR_CODES
 _RETENTION_CODES = frozenset(('ObjectLocked', 'InvalidRetentionPeriod', 'ObjectLockConfigurationNotFoundError'))
 
 
@@ -199,7 +200,8 @@ class S3Store(ObjectStore):
         self._client_lock = threading.Lock()
         self._fast = None
         if self.url and addressing == 'path' and cfg.get('access_key') and cfg.get('secret_key') \
-                and not cfg.get('iamauto') and os.environ.get('STORESHIFT_S3_FAST_PATH', '1') != '0':
+                and not cfg.get('iamauto') and os.environ.get('STORESHIFT_S3_FAST_PATH', '1') != '0' \
+                and not s3fast.proxied(self.url):
             try:
                 self._fast = s3fast.FastS3(self.url, self.region, cfg['access_key'], cfg['secret_key'],
                                            session_token=cfg.get('session_token'), verify=verify,
@@ -237,7 +239,10 @@ class S3Store(ObjectStore):
 
     def stream_memory(self, size):
         """Bytes one upload of ``size`` bytes holds: a streamed PUT a chunk or two, a multipart upload a
-        few parts (the part being sent, the next one being read, its read buffer)."""
+        few parts (the part being sent, the next one being read, its read buffer); an object up to the
+        multipart threshold is sent from memory, whole."""
+        if size is not None and size <= self.threshold:
+            return size
         if self._fast is not None and size is not None and size <= MAX_SINGLE_PUT:
             return 3 * s3fast.STREAM_CHUNK
         return 3 * self._part_size(size)
@@ -406,15 +411,28 @@ class S3Store(ObjectStore):
         """
         if self._checksums_enforced is None:
             name = self.prefix + '.storeshift-checksum-probe-%s' % uuid.uuid4().hex
+            body = b'storeshift checksum probe'
             wrong = base64.b64encode(hashlib.sha256(b'not the probe').digest()).decode('ascii')
-            try:
-                self.client.put_object(Bucket=self.bucket, Key=name, Body=b'storeshift checksum probe',
-                                       ChecksumSHA256=wrong)
-            except Exception as exc:
-                code = str(((getattr(exc, 'response', None) or {}).get('Error') or {}).get('Code') or '')
-                self._checksums_enforced = code in _DIGEST_CODES
-                return self._checksums_enforced
-            self._checksums_enforced = False
+            fast = self._fast_for(name)
+            refused = None
+            if fast is not None:
+                try:
+                    refused = fast.refuses_wrong_checksum(self.bucket, name, body, wrong)
+                except s3fast.FastPathMiss:
+                    pass  # boto3 asks again
+            if refused is None:
+                try:
+                    self.client.put_object(Bucket=self.bucket, Key=name, Body=body, ChecksumSHA256=wrong)
+                    refused = False
+                except Exception as exc:
+                    code = str(((getattr(exc, 'response', None) or {}).get('Error') or {}).get('Code') or '')
+                    refused = code in _DIGEST_CODES
+                    if not refused:
+                        self._checksums_enforced = False
+                        return False  # the probe failed for another reason: nothing stored, read back instead
+            self._checksums_enforced = refused
+            if refused:
+                return True
             try:
                 self.client.delete_object(Bucket=self.bucket, Key=name)
             except Exception:  # a probe left behind is harmless; the run reads every object back instead
@@ -551,11 +569,12 @@ class S3Store(ObjectStore):
         name = self._object_name(key)
         try:
             if size is not None and size <= self.threshold:
+                lent = s3fast.lent_digest(stream)
                 data = _read_exactly(stream, size)
                 if len(data) != size:
                     raise errors.IntegrityError('stream for %s ended after %d of %d bytes' % (key, len(data), size),
                                                 step='put', key=key)
-                return self._put_object(key, name, data, extra)
+                return self._put_object(key, name, data, extra, lent.hexdigest() if lent is not None else None)
             if size is not None and size <= MAX_SINGLE_PUT and not extra and self._fast_for(name) is not None:
                 try:
                     return self._put_streamed(key, name, stream, size)
@@ -573,11 +592,12 @@ class S3Store(ObjectStore):
             raise self._map_error(exc, 'put', key)
         return self._multipart(key, name, stream, size, first, extra)
 
-    def _put_object(self, key, name, data, extra):
+    def _put_object(self, key, name, data, extra, sha256_hex=None):
+        """One PutObject of ``data``; ``sha256_hex``, when given, is its SHA-256 (computed while it was read)."""
         fast = None if extra else self._fast_for(name)
         if fast is not None:
             try:
-                _etag, sha, echoed = fast.put(self.bucket, name, data)
+                _etag, sha, echoed = fast.put(self.bucket, name, data, sha256_hex)
                 return sha if echoed else None
             except s3fast.FastPathMiss:
                 pass  # boto3 redoes it and maps whatever went wrong

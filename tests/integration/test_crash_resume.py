@@ -247,7 +247,9 @@ def test_crash_before_delete_anchore_then_resume(anchore_db, s3_spec, tmp_path):
 def test_random_time_kill_with_delete_source_then_resume(s3_spec, rustfs_spec, tmp_path):
     expected = seed(s3_spec, 250, size=2048)
     ledger = str(tmp_path / 'ledger.sqlite')
-    args = engine_args(s3_spec, rustfs_spec, ledger, 'random-kill', delete_source=True, workers=8)
+    # Throttled (250 objects: about 2.5 s) so that the kill lands mid-run however fast the copy is.
+    args = engine_args(s3_spec, rustfs_spec, ledger, 'random-kill', delete_source=True, workers=8,
+                       max_objects_per_second=100)
     proc = subprocess.Popen(args, env=engine_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     threshold = random.randint(20, 180)
     deadline = time.time() + 120

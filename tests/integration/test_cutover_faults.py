@@ -329,8 +329,9 @@ def test_node_unreachable_during_cutover_every_node_restored(fleet_factory, s3_s
     assert [(f['task'], f['rc']) for f in fired] == [(p['task'], 0) for p in plan], tail
     assert proc.returncode != 0, tail
     assert 'UNREACHABLE!' in out, tail
-    assert re.search(r'failed_step.{0,6}%s' % {'before_stop': 'preflight', 'after_migrate': 'verify', 'during_swap': 'swap',
-                                              'after_start': 'smoke'}[stage], out), tail
+    failed_step = {'before_stop': 'preflight', 'after_migrate': 'verify', 'during_swap': 'swap',
+                   'after_start': 'smoke'}[stage]
+    assert re.search(r'failed_step.{0,6}%s' % failed_step, out), tail
     assert 'ROLLBACK FAILED' not in out, tail
     for node in NODES:
         if node != VICTIM:

@@ -188,6 +188,43 @@ def test_db2_objects_layout_to_localfs_and_back(anchore_db, localfs_spec, tmp_pa
     assert logical_digests(db2, anchore_db) == expected
 
 
+@pytest.mark.parametrize('driver', ['db2', 'db'])
+def test_db_small_objects_come_with_the_listing(anchore_db, localfs_spec, tmp_path, monkeypatch, driver):
+    """A database source sends objects up to INLINE_LIMIT with the listing: no per-object query for them.
+
+    Larger objects are still opened one by one, and a sharded run (whose listing holds other shards'
+    objects) never fetches content with the listing.
+    """
+    from ansible_collections.storeshift.objstore.plugins.module_utils import engine, store_db
+    source = {'storage_driver': {'name': driver, 'config': {}}}
+    expected = seed(source, 120, size=2048, prefix='admin/analysis_data/', db_connect=anchore_db)
+    expected.update(seed(source, 3, size=engine.INLINE_LIMIT + 10, prefix='admin/big/', db_connect=anchore_db))
+    opened = []
+    store_class = store_db.Db2Store if driver == 'db2' else store_db.DbStore
+    real_open = store_class.open
+
+    def counting_open(self, key):
+        opened.append(key)
+        return real_open(self, key)
+
+    monkeypatch.setattr(store_class, 'open', counting_open)
+    result = migrate(source, localfs_spec, str(tmp_path / 'l.sqlite'), anchore_db, workers=8)
+    assert result['objects_copied'] == 123 and result['run_state'] == 'complete'
+    assert sorted(opened) == sorted(k for k in expected if k.startswith('admin/big/'))
+    assert logical_digests(localfs_spec) == expected
+
+    del opened[:]
+    sharded_dir = tmp_path / 'sharded'
+    sharded_dir.mkdir()
+    sharded = dict(localfs_spec, storage_driver={'name': 'localfs', 'config': {'archive_data_dir': str(sharded_dir)}})
+    ledger = str(tmp_path / 'shards.sqlite')
+    for index in (0, 1):
+        migrate(source, sharded, ledger, anchore_db, workers=4, shard_index=index, shard_count=2,
+                migration_id='inline-shards')
+    assert sorted(opened) == sorted(expected)  # every object opened once, by its own shard
+    assert logical_digests(sharded) == expected
+
+
 def test_immutable_retained_on_rustfs(s3_spec, rustfs_spec, tmp_path):
     seed(s3_spec, 5)
     result = migrate(s3_spec, rustfs_spec, str(tmp_path / 'l.sqlite'), immutable=True, retain_days=1)
@@ -250,8 +287,10 @@ KILL_SCRIPT = textwrap.dedent('''
     from ansible_collections.storeshift.objstore.plugins.module_utils.engine import MigrationOptions, Migrator
     from ansible_collections.storeshift.objstore.plugins.module_utils.specs import StoreSpec
     src, dst, ledger = json.loads(sys.argv[1])
-    r = Migrator(StoreSpec.from_dict(src), StoreSpec.from_dict(dst), MigrationOptions(workers=8),
-                 ledger_location=ledger, migration_id='killed').run()
+    # Throttled so that the kill lands mid-run however fast the copy is (600 objects: about 2 s).
+    options = MigrationOptions(workers=8, max_objects_per_second=300)
+    r = Migrator(StoreSpec.from_dict(src), StoreSpec.from_dict(dst), options, ledger_location=ledger,
+                 migration_id='killed').run()
     print(json.dumps({'state': r['run_state'], 'copied': r['copied_this_run'], 'skipped': r['objects_skipped']}))
 ''')
 
@@ -274,6 +313,7 @@ def test_kill_9_then_resume(s3_spec, s3b_spec, tmp_path):
             if summary and summary['objects_done'] >= threshold:
                 break
         time.sleep(0.05)
+    assert proc.poll() is None, 'the run ended before it could be killed'
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     ledger = Ledger(ledger_path)

@@ -180,6 +180,25 @@ def test_prefix_listing(store):
     assert dict((i.key, i.size) for i in store.list('')) == dict((k, len(k)) for k in keys)
 
 
+def test_list_with_content_brings_small_objects_only(store, monkeypatch):
+    """Objects up to the limit come with the listing (exact stored bytes); larger ones, and plain list(), without."""
+    blobs = {'admin/b/small': b'x' * 100, 'admin/b/binary': bytes(range(256)) * 3, 'admin/b/edge': b'e' * 1000,
+             'admin/b/big': os.urandom(5000), 'admin/b/empty': b''}
+    for key, data in blobs.items():
+        store.put(key, io.BytesIO(data))
+    monkeypatch.setattr(store_db, 'INLINE_PAGE_BYTES', 2000)  # 2 rows per page at limit 1000: paging with content
+    listed = list(store.list_with_content('admin/b/', 1000))
+    assert [i.key for i in listed] == sorted(blobs)
+    for info in listed:
+        assert info.size == len(blobs[info.key])
+        if info.key == 'admin/b/big':
+            assert info.content is None  # above the limit: the engine opens it
+        elif info.content is not None:
+            assert info.content == blobs[info.key]
+    assert {i.key for i in listed if i.content is not None} >= {'admin/b/small', 'admin/b/edge'}
+    assert all(i.content is None for i in store.list('admin/b/'))
+
+
 # -- scale and memory --------------------------------------------------------------
 
 def test_list_10000_rows_lazily(dsn, monkeypatch):

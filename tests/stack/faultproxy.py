@@ -22,10 +22,13 @@ unless a fault is drawn for it. Faults, drawn per request from a seeded
 * ``truncate_rate``: the request is forwarded, but the response body is
   cut after half of its bytes and the connection reset.
 * ``delay_rate``: the request is forwarded after ``delay_seconds``.
+* ``corrupt_rate``: a PUT is forwarded with one byte of its body flipped (in the middle of its
+  first 256 KiB: object data, not the aws-chunked framing, for any body longer than a few bytes),
+  as bit rot on the way would.
 
 Rates may be changed on a running proxy (plain attributes). ``injected``
 counts what happened: ``reset``, ``slowdown``, ``truncate``, ``delay``,
-``forwarded``, ``upstream_error``. With ``tls_cert`` and ``tls_key`` the
+``corrupt``, ``forwarded``, ``upstream_error``. With ``tls_cert`` and ``tls_key`` the
 proxy serves HTTPS (tests make the CA and the certificate with ``trustme``)
 so HTTPS clients can be tested against a plain-HTTP upstream.
 
@@ -88,6 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self):
         super().setup()
         self.upstream = None
+        self._corrupt = False
         if isinstance(self.request, ssl.SSLSocket):
             self.request.do_handshake()
 
@@ -130,7 +134,19 @@ class _Handler(BaseHTTPRequestHandler):
             return self._slowdown()
         if fault == 'delay':
             time.sleep(proxy.delay_seconds)
+        self._corrupt = False
+        if proxy.corrupt_rate and self.command == 'PUT' and self._has_body() and proxy._draw_corrupt():
+            self._corrupt = True
         return self._forward(truncate=(fault == 'truncate'))
+
+    def _body_piece(self, data):
+        """``data`` as forwarded: the first piece of a body picked for corruption has one byte flipped."""
+        if self._corrupt and data:
+            self._corrupt = False
+            middle = len(data) // 2
+            data = data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1:]
+            self.server.proxy._count('corrupt')
+        return data
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
 
@@ -205,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
                     data = self.rfile.read(min(CHUNK, left))
                     if not data:
                         raise ConnectionError('client closed during chunked body')
-                    conn.send(data)
+                    conn.send(self._body_piece(data))
                     left -= len(data)
                 conn.send(b'\r\n')
                 self.rfile.readline(3)
@@ -215,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
                 data = self.rfile.read(min(CHUNK, left))
                 if not data:
                     raise ConnectionError('client closed during body')
-                conn.send(data)
+                conn.send(self._body_piece(data))
                 left -= len(data)
 
     def _forward(self, truncate=False):
@@ -348,7 +364,7 @@ class FaultProxy(object):
 
     def __init__(self, upstream_url, slowdown_rate=0.0, reset_rate=0.0, delay_rate=0.0, delay_seconds=0.5,
                  seed=None, tls_cert=None, tls_key=None, truncate_rate=0.0, host='127.0.0.1', port=0,
-                 upstream_verify=False, upstream_timeout=120, verbose=False):
+                 upstream_verify=False, upstream_timeout=120, verbose=False, corrupt_rate=0.0):
         parsed = urllib.parse.urlsplit(upstream_url)
         if parsed.scheme not in ('http', 'https') or not parsed.hostname:
             raise ValueError('upstream_url must be http(s)://host:port, got %r' % upstream_url)
@@ -371,6 +387,7 @@ class FaultProxy(object):
         self.delay_rate = delay_rate
         self.delay_seconds = delay_seconds
         self.truncate_rate = truncate_rate
+        self.corrupt_rate = corrupt_rate
         self.verbose = verbose
         self.host = host
         self.port = port
@@ -383,7 +400,7 @@ class FaultProxy(object):
             self._context.load_cert_chain(tls_cert, tls_key)
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self.injected = dict((name, 0) for name in self.FAULTS + ('forwarded', 'upstream_error'))
+        self.injected = dict((name, 0) for name in self.FAULTS + ('corrupt', 'forwarded', 'upstream_error'))
         self._server = None
         self._thread = None
 
@@ -404,6 +421,10 @@ class FaultProxy(object):
             if fault != 'truncate':  # counted when the response is actually cut
                 self.injected[fault] += 1
             return fault
+
+    def _draw_corrupt(self):
+        with self._lock:
+            return self._random.random() < self.corrupt_rate
 
     def _count(self, name):
         with self._lock:

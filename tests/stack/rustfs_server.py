@@ -332,6 +332,9 @@ class Handler(BaseHTTPRequestHandler):
     server_version = 'rustfs-reference/1.0'
     sys_version = ''
     timeout = 300
+    # Answers are written in pieces (status line and headers, then the body): without TCP_NODELAY each
+    # small answer waits for the client's delayed ACK (about 40 ms per request).
+    disable_nagle_algorithm = True
 
     # Expect: 100-continue is answered in _body() once the request is accepted.
     def handle_expect_100(self):

@@ -205,3 +205,16 @@ def test_streamed_put_of_a_short_stream_stops(monkeypatch):
     assert (caught.value.got, caught.value.size) == (3, 10)
     client.close()
     server.close()
+
+
+def test_proxied_endpoints_are_left_to_boto3(monkeypatch):
+    for name in ('http_proxy', 'https_proxy', 'no_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'all_proxy',
+                 'ALL_PROXY'):
+        monkeypatch.delenv(name, raising=False)
+    assert s3fast.proxied('http://127.0.0.1:9000') is False
+    monkeypatch.setenv('http_proxy', 'http://proxy.example:3128')
+    assert s3fast.proxied('http://s3.internal:9000') is True
+    assert s3fast.proxied('https://s3.internal') is False  # only plain HTTP goes through that proxy
+    monkeypatch.setenv('no_proxy', 's3.internal,127.0.0.1')
+    assert s3fast.proxied('http://s3.internal:9000') is False
+    assert s3fast.proxied('http://other.internal:9000') is True
