@@ -23,6 +23,8 @@ import subprocess
 import sys
 import time
 
+from ports import free_port
+
 SSHD = '/usr/sbin/sshd'
 
 SSHD_CONFIG = """\
@@ -62,14 +64,6 @@ def port_open(port, timeout=0.5):
         return False
     sock.close()
     return True
-
-
-def free_port():
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def _children():

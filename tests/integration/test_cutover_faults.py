@@ -39,7 +39,8 @@ import pytest
 import requests
 
 from helpers import logical_digests
-from sshnodes import SshNodes, free_port
+from ports import free_port
+from sshnodes import SshNodes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.dirname(os.path.abspath(__file__))

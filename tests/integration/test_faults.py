@@ -6,7 +6,6 @@ Servers that are stopped here are private ones started by the test (never the sh
 """
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from ansible_collections.storeshift.objstore.plugins.module_utils.errors import 
 from ansible_collections.storeshift.objstore.plugins.module_utils.ledger import Ledger
 
 from helpers import logical_digests, seed, spec_of
+from ports import free_port
 from test_crash_resume import DB2, assert_no_row_points_at_nothing, db_rows, seed_anchore_db2
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -70,14 +70,6 @@ def wait_done(ledger, migration_id, count, timeout=60):
                 return summary
         time.sleep(0.05)
     raise AssertionError('%d objects were not done within %ds' % (count, timeout))
-
-
-def free_port():
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 class PrivateRustfs(object):

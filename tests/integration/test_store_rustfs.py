@@ -10,7 +10,6 @@ __metaclass__ = type
 import copy
 import io
 import json
-import socket
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ from ansible_collections.storeshift.objstore.plugins.module_utils import errors,
 from ansible_collections.storeshift.objstore.plugins.module_utils import store as store_mod  # noqa: E402
 
 from helpers import run_isolated_roundtrip  # noqa: E402
+from ports import free_port  # noqa: E402
 
 
 MIB = 1024 * 1024
@@ -43,14 +43,6 @@ def _with(spec, **changes):
         else:
             config[name] = value
     return data
-
-
-def _closed_port():
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 @pytest.fixture
@@ -141,7 +133,7 @@ def test_rustfs_missing_bucket(rustfs_spec):
 
 
 def test_rustfs_connection_refused(rustfs_spec):
-    st = _store(_with(rustfs_spec, endpoint='http://127.0.0.1:%d' % _closed_port()))
+    st = _store(_with(rustfs_spec, endpoint='http://127.0.0.1:%d' % free_port()))
     for call in (st.check_access, lambda: st.put('k', io.BytesIO(b'x'), size=1), lambda: st.open('k'),
                  lambda: list(st.list())):
         with pytest.raises(errors.ConnectError) as info:

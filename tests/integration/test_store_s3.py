@@ -12,7 +12,6 @@ import datetime
 import io
 import json
 import os
-import socket
 import time
 import uuid
 
@@ -26,6 +25,7 @@ from ansible_collections.storeshift.objstore.plugins.module_utils import errors,
 from ansible_collections.storeshift.objstore.plugins.module_utils import store as store_mod  # noqa: E402
 
 from helpers import run_isolated_roundtrip  # noqa: E402
+from ports import free_port  # noqa: E402
 
 
 MIB = 1024 * 1024
@@ -63,14 +63,6 @@ def _drop_bucket(raw, bucket):
         raw.delete_bucket(Bucket=bucket)
     except botocore.exceptions.ClientError:
         pass
-
-
-def _closed_port():
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 @pytest.fixture
@@ -192,7 +184,7 @@ def test_s3_wrong_secret_is_auth_error(s3_spec):
 
 
 def test_s3_connection_refused(s3_spec):
-    st = _store(_with(s3_spec, url='http://127.0.0.1:%d' % _closed_port()))
+    st = _store(_with(s3_spec, url='http://127.0.0.1:%d' % free_port()))
     with pytest.raises(errors.ConnectError) as info:
         st.check_access()
     assert 'connection refused' in str(info.value)
