@@ -256,24 +256,17 @@ class _Held(object):
         self._budget._give(self._amount)
 
 
-class _Decided(object):
-    """A value known now (the counterpart of _Deciding)."""
+class _Decision(object):
+    """A value: ``value`` itself, or, with ``decide``, what ``decide()`` returns in a thread (``value`` if it
+    raised); ``get()`` waits for it."""
 
-    def __init__(self, value):
+    def __init__(self, value, decide=None):
         self._value = value
-
-    def value(self):
-        return self._value
-
-
-class _Deciding(object):
-    """A value computed by ``decide()`` in a thread; ``value()`` waits for it (``fallback`` if it raised)."""
-
-    def __init__(self, decide, fallback):
-        self._value = fallback
-        self._thread = threading.Thread(target=self._run, args=(decide,), name='decide')
-        self._thread.daemon = True
-        self._thread.start()
+        self._thread = None
+        if decide is not None:
+            self._thread = threading.Thread(target=self._run, args=(decide,), name='decide')
+            self._thread.daemon = True
+            self._thread.start()
 
     def _run(self, decide):
         try:
@@ -281,8 +274,9 @@ class _Deciding(object):
         except Exception:  # pylint: disable=broad-except
             pass  # the fallback (reading back) is always right
 
-    def value(self):
-        self._thread.join()
+    def get(self):
+        if self._thread is not None:
+            self._thread.join()
         return self._value
 
 
@@ -385,6 +379,13 @@ class _OutOfOrder(Exception):
     pass
 
 
+def _check_size_unchanged(item, listed, read):
+    """IntegrityError when a stream of ``listed`` bytes (None: unknown) gave ``read`` bytes."""
+    if listed is not None and read != listed:
+        raise IntegrityError('source object changed size while being read (%d listed, %d read)' % (listed, read),
+                             key=item.key)
+
+
 def _read_all(stream):
     parts = []
     try:
@@ -436,7 +437,7 @@ class Migrator(object):
         self.copied_this_run = 0
         self.puts = 0
         self._memory = MemoryBudget(LARGE_MEMORY_BUDGET, LARGE_STREAMS)
-        self._write_verification = _Decided('readback' if options.verify_writes else 'none')
+        self._write_verification = _Decision('readback' if options.verify_writes else 'none')
 
     # -- setup ------------------------------------------------------------------
     def _open_stores(self, write):
@@ -462,7 +463,7 @@ class Migrator(object):
     @property
     def write_verification(self):
         """How writes are proven (waits for the destination probe the first time it is asked)."""
-        return self._write_verification.value()
+        return self._write_verification.get()
 
     def _choose_write_verification(self):
         """'server-sha256' when the destination's own SHA-256 check may stand for a read-back, else 'readback'.
@@ -587,9 +588,7 @@ class Migrator(object):
                 server_sha = self._put(item.dest_key, stored, item.size)
             finally:
                 raw.close()
-            if item.size is not None and stored.size != item.size:
-                raise IntegrityError('source object changed size while being read (%d listed, %d read)'
-                                     % (item.size, stored.size), key=item.key)
+            _check_size_unchanged(item, item.size, stored.size)
             sha = stored.hexdigest()
             return sha, stored.size, stored.size, sha, server_sha
         try:
@@ -601,9 +600,7 @@ class Migrator(object):
             server_sha = self._put(item.dest_key, stored, size)
         finally:
             raw.close()
-        if logical_size is not None and logical.size != logical_size:
-            raise IntegrityError('source object changed size while being read (%d listed, %d read)'
-                                 % (logical_size, logical.size), key=item.key)
+        _check_size_unchanged(item, logical_size, logical.size)
         return logical.hexdigest(), logical.size, stored.size, stored.hexdigest(), server_sha
 
     def _verify_dest(self, item, sha, size):
@@ -790,7 +787,7 @@ class Migrator(object):
             self._open_stores(write=True)
             # The probe (one request, which some servers answer slowly) runs while the first objects are
             # listed and copied: only their verification waits for it.
-            self._write_verification = _Deciding(self._choose_write_verification, fallback='readback')
+            self._write_verification = _Decision('readback', decide=self._choose_write_verification)
             params = self.options.to_dict()
             params.update({'source': self.source_spec.to_dict(redact=True), 'dest': self.dest_spec.to_dict(redact=True)})
             ledger.begin_run(self.migration_id, self.options.layout, self.source_spec.describe(),

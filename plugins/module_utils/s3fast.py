@@ -121,6 +121,11 @@ def lent_digest(stream):
     return digest
 
 
+def b64_digest(digest):
+    """A hashlib digest as S3 checksums carry it (base64 of the raw bytes)."""
+    return base64.b64encode(digest.digest()).decode('ascii')
+
+
 def b64_of_hex(hex_digest):
     return base64.b64encode(binascii.unhexlify(hex_digest)).decode('ascii')
 
@@ -390,11 +395,10 @@ class FastS3(object):
             raise FastPathMiss('GET answered %d' % status)
         return FastBody(self, conn, int(answer['content-length']))
 
-    def head(self, bucket, name, checksum=False):
+    def head(self, bucket, name):
         """(size, etag, metadata, sha256 hex or None) or None when the object does not exist (404)."""
         path = self.path(bucket, name)
-        extra = {'x-amz-checksum-mode': 'ENABLED'} if checksum else None
-        status, answer, _body = self._simple('HEAD', path, self._headers('HEAD', path, EMPTY_SHA256, extra))
+        status, answer, _body = self._simple('HEAD', path, self._headers('HEAD', path, EMPTY_SHA256))
         if status == 404:
             return None
         if status != 200:
@@ -479,7 +483,7 @@ class FastS3(object):
                     conn.send(data)
                     sent += len(data)
                 conn.send(b'\r\n')
-            b64 = base64.b64encode(digest.digest()).decode('ascii')
+            b64 = b64_digest(digest)
             conn.send(b'0\r\nx-amz-checksum-sha256:' + b64.encode('ascii') + b'\r\n\r\n')
             status, answer = conn.read_head()
             body = conn.read_body(status, answer, 'PUT')

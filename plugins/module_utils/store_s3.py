@@ -10,11 +10,14 @@ engine retries and counts. Uploads stream: objects up to
 objects in a multipart upload read one part at a time, so memory stays
 bounded by the part size. Every SDK error goes through ``_map_error``.
 
-Hot path: with static credentials on an explicit endpoint (path-style), the
-single-object GET, HEAD and single-request PUT go through ``s3fast`` (hand-
-signed SigV4 over a shared urllib3 pool, about a fifth of botocore's CPU per
-request); whatever does not plainly succeed there is redone through boto3,
-so errors are produced and mapped exactly as before. The environment
+Hot path: with static credentials on an explicit endpoint (path-style),
+single-object GET, HEAD and PUT (in memory up to ``multipart_threshold_mb``,
+streamed with an aws-chunked SHA-256 trailer above it), listings and HEAD
+bucket go through ``s3fast`` (hand-signed SigV4 over keep-alive sockets, a
+fraction of botocore's CPU per request), and the boto3 client is only made
+when a request needs it; whatever does not plainly succeed there is redone
+through boto3, so errors are produced and mapped exactly as before. Every
+PUT carries the SHA-256 of its bytes (``x-amz-checksum-sha256``). The environment
 variable ``STORESHIFT_S3_FAST_PATH=0`` turns the fast path off; an endpoint
 that the environment sends through an HTTP proxy (``https_proxy`` and
 ``no_proxy``, as boto3 reads them) is left to boto3.
@@ -24,7 +27,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import base64
 import datetime
 import hashlib
 import importlib.util
@@ -65,6 +67,7 @@ _TRANSIENT_CODES = frozenset(('SlowDown', 'ServiceUnavailable', 'InternalError',
                               'Throttling', 'ThrottlingException',
                               'OperationAborted', 'BadGateway', 'GatewayTimeout', '500', '502', '503', '504'))
 _DIGEST_CODES = s3fast.DIGEST_ERROR_CODES
+_CHECKSUM_MISMATCH = 'checksum mismatch in transit'
 _RETENTION_CODES = frozenset(('ObjectLocked', 'InvalidRetentionPeriod', 'ObjectLockConfigurationNotFoundError'))
 
 
@@ -297,7 +300,7 @@ class S3Store(ObjectStore):
                 # bytes changed on the way. Nothing was stored; the engine sends the object again.
                 return errors.TransientError('S3 refused %s: the checksum of the bytes it received does not match '
                                              'the one sent (%s): %s' % (what, code, message), step=step,
-                                             cause='checksum mismatch in transit', key=key)
+                                             cause=_CHECKSUM_MISMATCH, key=key)
             if code in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500):
                 return errors.TransientError('S3 server error %s during %s on %s: %s' % (code or status, step, what,
                                                                                          message),
@@ -412,7 +415,7 @@ class S3Store(ObjectStore):
         if self._checksums_enforced is None:
             name = self.prefix + '.storeshift-checksum-probe-%s' % uuid.uuid4().hex
             body = b'storeshift checksum probe'
-            wrong = base64.b64encode(hashlib.sha256(b'not the probe').digest()).decode('ascii')
+            wrong = s3fast.b64_digest(hashlib.sha256(b'not the probe'))
             fast = self._fast_for(name)
             refused = None
             if fast is not None:
@@ -425,8 +428,7 @@ class S3Store(ObjectStore):
                     self.client.put_object(Bucket=self.bucket, Key=name, Body=body, ChecksumSHA256=wrong)
                     refused = False
                 except Exception as exc:
-                    code = str(((getattr(exc, 'response', None) or {}).get('Error') or {}).get('Code') or '')
-                    refused = code in _DIGEST_CODES
+                    refused = self._map_error(exc, 'checksum probe').cause == _CHECKSUM_MISMATCH
                     if not refused:
                         self._checksums_enforced = False
                         return False  # the probe failed for another reason: nothing stored, read back instead
@@ -602,7 +604,7 @@ class S3Store(ObjectStore):
             except s3fast.FastPathMiss:
                 pass  # boto3 redoes it and maps whatever went wrong
         digest = hashlib.sha256(data)
-        b64 = base64.b64encode(digest.digest()).decode('ascii')
+        b64 = s3fast.b64_digest(digest)
         try:
             answer = self.client.put_object(Bucket=self.bucket, Key=name, Body=data, ChecksumSHA256=b64, **extra)
         except Exception as exc:
@@ -649,7 +651,7 @@ class S3Store(ObjectStore):
                 if not data and number > 1:
                     break
                 whole.update(data)
-                b64 = base64.b64encode(hashlib.sha256(data).digest()).decode('ascii')
+                b64 = s3fast.b64_digest(hashlib.sha256(data))
                 answer = self.client.upload_part(Bucket=self.bucket, Key=name, UploadId=upload_id,
                                                  PartNumber=number, Body=data, ChecksumSHA256=b64)
                 echoed = echoed and answer.get('ChecksumSHA256') == b64
