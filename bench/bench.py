@@ -330,12 +330,44 @@ def pg_drop_db(stack, dbname):
 # measuring one child process tree
 # ---------------------------------------------------------------------------
 
+def server_cpu_seconds():
+    """CPU seconds (user + sys) spent so far by the stack's servers (they share the cores with the copier)."""
+    import psutil
+    total = 0.0
+    pids = os.path.join(os.path.dirname(ENV_FILE), 'pids')
+    for name in sorted(os.listdir(pids)) if os.path.isdir(pids) else ():
+        try:
+            with open(os.path.join(pids, name)) as handle:
+                proc = psutil.Process(int(handle.read().split()[0]))
+            for member in [proc] + proc.children(recursive=True):
+                times = member.cpu_times()
+                total += times.user + times.system
+        except (ValueError, IndexError, OSError, psutil.Error):
+            continue
+    return total
+
+
+def settle(quiet=0.1, window=0.5, limit=20.0):
+    """Wait until the stack's servers are quiet (under ``quiet`` of a core over ``window`` seconds), at
+    most ``limit`` seconds: a dropped bucket's volumes are deleted in the background, and that work
+    must not land in the next contender's run."""
+    deadline = time.monotonic() + limit
+    last = server_cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        now = server_cpu_seconds()
+        if now - last < quiet * window:
+            return
+        last = now
+
+
 def measure(argv, env, workdir, on_poll=None, poll=0.05):
-    """Run ``argv``; returns dict(rc, wall_s, cpu_s, peak_rss, maxrss_single, stdout, stderr, killed)."""
+    """Run ``argv``; returns dict(rc, wall_s, cpu_s, server_cpu_s, peak_rss, maxrss_single, stdout, stderr, killed)."""
     import psutil
     out_path = os.path.join(workdir, 'out-%s.txt' % uuid.uuid4().hex[:8])
     err_path = out_path.replace('out-', 'err-')
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_before = server_cpu_seconds()
     started = time.perf_counter()
     with open(out_path, 'wb') as out, open(err_path, 'wb') as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=workdir)
@@ -363,6 +395,7 @@ def measure(argv, env, workdir, on_poll=None, poll=0.05):
             time.sleep(poll)
         rc = proc.wait()
     wall = time.perf_counter() - started
+    server_cpu = server_cpu_seconds() - server_before
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     with open(out_path, 'rb') as handle:
@@ -371,7 +404,8 @@ def measure(argv, env, workdir, on_poll=None, poll=0.05):
         stderr = handle.read().decode('utf-8', 'replace')
     os.unlink(out_path)
     os.unlink(err_path)
-    return {'rc': rc, 'wall_s': wall, 'cpu_s': cpu, 'peak_rss': max(peak, after.ru_maxrss * 1024 if peak == 0 else 0),
+    return {'rc': rc, 'wall_s': wall, 'cpu_s': cpu, 'server_cpu_s': server_cpu,
+            'peak_rss': max(peak, after.ru_maxrss * 1024 if peak == 0 else 0),
             'maxrss_single': after.ru_maxrss * 1024, 'stdout': stdout, 'stderr': stderr, 'killed': killed}
 
 
@@ -582,6 +616,7 @@ class Bench(object):
         for rep in range(self.sizes['runs']):
             for label, fn in contenders:
                 dst = unique('bd-%s' % name.replace('_', ''))[:63]
+                settle()
                 result = fn(dst)
                 count, total = check(dst)
                 result.pop('stdout', None)
@@ -594,9 +629,10 @@ class Bench(object):
                         % (label, count, total, objects, nbytes))
                 drop(dst)
                 self.runs.append(result)
-                say('  run %d %-16s %7.2f s  %8.1f obj/s  %7.1f MiB/s  cpu %6.2f s  rss %6.1f MiB%s'
+                say('  run %d %-16s %7.2f s  %8.1f obj/s  %7.1f MiB/s  cpu %6.2f s  server cpu %6.2f s  rss %6.1f MiB%s'
                     % (rep + 1, label, result['wall_s'], objects / result['wall_s'],
-                       nbytes / MIB / result['wall_s'], result['cpu_s'], result['peak_rss'] / MIB,
+                       nbytes / MIB / result['wall_s'], result['cpu_s'], result['server_cpu_s'],
+                       result['peak_rss'] / MIB,
                        '' if result['ok'] else '  FAILED'))
 
     def s3_case(self, name, src_bucket, objects, nbytes, with_playbook=False, with_engine=True, loop=True,
@@ -786,6 +822,7 @@ class Bench(object):
             out[key] = {'runs': len(runs), 'ok': all(r['ok'] for r in runs), 'wall_s': wall,
                         'obj_s': good[0]['objects'] / wall, 'mib_s': good[0]['bytes'] / MIB / wall,
                         'cpu_s': statistics.median(r['cpu_s'] for r in good),
+                        'server_cpu_s': statistics.median(r.get('server_cpu_s', 0.0) for r in good),
                         'peak_rss_mib': max(r['peak_rss'] for r in good) / MIB,
                         'walls': [round(r['wall_s'], 2) for r in runs],
                         'write_verification': sorted(set((r.get('detail') or {}).get('write_verification') or '-'
@@ -798,18 +835,18 @@ class Bench(object):
         for run in self.runs:
             if run['case'] not in cases:
                 cases.append(run['case'])
-        lines = ['| case | contender | runs | median s | obj/s | MiB/s | CPU s | peak RSS MiB | '
+        lines = ['| case | contender | runs | median s | obj/s | MiB/s | CPU s | server CPU s | peak RSS MiB | '
                  '× rclone tuned | × loop | wall times s | writes proven by |',
-                 '|---|---|---|---|---|---|---|---|---|---|---|---|']
+                 '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
         for case in cases:
             contenders = [k[1] for k in med if k[0] == case]
             tuned = med.get((case, 'rclone-tuned'))
             loop = med.get((case, 'loop'))
             for name in contenders:
                 m = med[(case, name)]
-                lines.append('| %s | %s | %d | %.2f | %.1f | %.1f | %.2f | %.1f | %s | %s | %s | %s |' % (
+                lines.append('| %s | %s | %d | %.2f | %.1f | %.1f | %.2f | %.2f | %.1f | %s | %s | %s | %s |' % (
                     case, name + ('' if m['ok'] else ' (FAILED)'), m['runs'], m['wall_s'], m['obj_s'], m['mib_s'],
-                    m['cpu_s'], m['peak_rss_mib'],
+                    m['cpu_s'], m['server_cpu_s'], m['peak_rss_mib'],
                     '%.2f' % (tuned['wall_s'] / m['wall_s']) if tuned else '-',
                     '%.2f' % (loop['wall_s'] / m['wall_s']) if loop else '-',
                     ' '.join('%.2f' % w for w in m['walls']), ', '.join(m['write_verification'])))

@@ -80,6 +80,9 @@ RETRY_MAX_SECONDS = 8.0
 # A destination that read back (or confirmed) other bytes than were sent was written wrong on the way:
 # the object is copied again from the source, up to this many attempts in all, then it fails.
 WRITE_MISMATCH_ATTEMPTS = 3
+# A streamed copy hands the source's plain ETag (its MD5 of the bytes) to the destination to check; after
+# this many refusals in a run the source's ETags are taken not to be MD5s (SSE-KMS, say) and no longer sent.
+MD5_REFUSALS_MAX = 3
 LAYOUTS = ('objects', 'anchore')
 OVERWRITE = ('never', 'if_different', 'always')
 # How a write is proven: ``auto`` accepts the destination server's own SHA-256 check of what it stored
@@ -305,7 +308,7 @@ class RateLimiter(object):
 # ---------------------------------------------------------------------------
 
 class WorkItem(object):
-    __slots__ = ('key', 'size', 'source_key', 'dest_key', 'doc', 'dest_known', 'dest_info', 'content')
+    __slots__ = ('key', 'size', 'source_key', 'dest_key', 'doc', 'dest_known', 'dest_info', 'content', 'md5_refused')
 
     def __init__(self, key, size=None, source_key=None, dest_key=None, doc=None, content=None):
         self.key = key
@@ -318,6 +321,8 @@ class WorkItem(object):
         # Set by DestIndex: dest_known True means dest_info (None = absent) comes from the destination's listing.
         self.dest_known = False
         self.dest_info = None
+        # The destination refused the source's MD5 for this object once: the next attempt does not send it.
+        self.md5_refused = False
 
 
 class DestIndex(object):
@@ -425,6 +430,7 @@ class Migrator(object):
         self.catalog = None
         self._lock = threading.Lock()
         self._retries = 0
+        self._md5_refusals = 0
         self._listed = 0
         self._listed_bytes = 0
         self._results = queue.Queue()
@@ -466,10 +472,13 @@ class Migrator(object):
         return self._write_verification.get()
 
     def _choose_write_verification(self):
-        """'server-sha256' when the destination's own SHA-256 check may stand for a read-back, else 'readback'.
+        """'server-checksum' when the destination's own check of each write may stand for a read-back, else
+        'readback'.
 
         Only for stores that keep the logical bytes as they are (no compression: the digest the server
-        checks is then the content's) and whose server was seen refusing a wrong digest.
+        checks is then the content's) and whose server was seen refusing a wrong SHA-256. The check is
+        that SHA-256, or for a streamed copy the source's MD5 (its ETag) when the server's ETag of the
+        write equals it; a write the server did not prove is read back.
         """
         if not self.options.verify_writes:
             return 'none'
@@ -479,7 +488,7 @@ class Migrator(object):
         enforces = getattr(self.dest, 'enforces_checksums', None)
         try:
             if enforces is not None and enforces():
-                return 'server-sha256'
+                return 'server-checksum'
         except ObjstoreError:
             pass  # the probe could not tell: reading back is always right
         return 'readback'
@@ -547,10 +556,10 @@ class Migrator(object):
         finally:
             raw.close()
 
-    def _put(self, key, stream, size):
+    def _put(self, key, stream, size, source_md5=None):
         """Write one object; returns the SHA-256 of the stored bytes when the destination checked it."""
         server_sha = self.dest.put(key, stream, size=size, immutable=self.options.immutable,
-                                   retain_seconds=self.options.retain_seconds)
+                                   retain_seconds=self.options.retain_seconds, source_md5=source_md5)
         with self._lock:
             self.puts += 1
         self._crash.reach('put')
@@ -581,11 +590,21 @@ class Migrator(object):
         src_spec, dst_spec = self.source_spec, self.dest_spec
         raw = self.source.open(item.source_key)
         if not src_spec.compression_enabled and not dst_spec.compression_enabled:
-            # Byte for byte: one digest is the content's and the stored bytes' (and the driver may reuse it).
+            # Byte for byte: one digest is the content's and the stored bytes' (and the driver may reuse it),
+            # and the MD5 the source recorded for them is theirs too (the destination may check against it).
+            source_md5 = getattr(raw, 'content_md5', None)
+            if item.md5_refused or self._md5_refusals >= MD5_REFUSALS_MAX:
+                source_md5 = None
             try:
                 throttled = _Throttled(raw, self._bytes_limiter) if self._bytes_limiter.rate else raw
                 stored = codec.HashingReader(throttled)
-                server_sha = self._put(item.dest_key, stored, item.size)
+                server_sha = self._put(item.dest_key, stored, item.size, source_md5)
+            except IntegrityError as exc:
+                if source_md5 and exc.step == 'verify':
+                    item.md5_refused = True
+                    with self._lock:
+                        self._md5_refusals += 1
+                raise
             finally:
                 raw.close()
             _check_size_unchanged(item, item.size, stored.size)
@@ -611,9 +630,10 @@ class Migrator(object):
 
     def _copy_and_verify(self, item):
         sha, size, stored_size, stored_sha, server_sha = self._copy_objects_layout(item)
-        if self.write_verification == 'server-sha256' and server_sha is not None:
-            # The server hashed what it stored and refuses a mismatch; the digest it confirmed must be the
-            # one of the bytes read from the source (equal to the content: the destination is uncompressed).
+        if self.write_verification == 'server-checksum' and server_sha is not None:
+            # The server checked what it stored against a digest of the bytes read from the source (their
+            # SHA-256, or the MD5 the source recorded for them) and refuses a mismatch; the SHA-256 returned
+            # must be the one computed over those bytes (the content: the destination is uncompressed).
             if server_sha != stored_sha or stored_sha != sha:
                 raise IntegrityError('destination confirmed another SHA-256 than the source\'s (%s vs %s)'
                                      % (server_sha[:12], sha[:12]), step='verify', key=item.key)

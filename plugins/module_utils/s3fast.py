@@ -82,6 +82,10 @@ class SourceFailed(Exception):
         self.error = error
 
 
+class DigestRefused(Exception):
+    """The server refused a streamed PUT because its bytes do not have the MD5 sent with it."""
+
+
 class ShortStream(Exception):
     """The stream being uploaded ended before its announced size."""
 
@@ -119,6 +123,18 @@ def lent_digest(stream):
     if digest is None or not hasattr(digest, 'hexdigest') or getattr(stream, 'size', None) != 0:
         return None
     return digest
+
+
+def plain_md5(etag):
+    """The ETag when it is a plain MD5 (32 hex digits, as S3 gives single-part objects), else None.
+
+    A multipart upload's ETag (``<hex>-<parts>``) is not the content's MD5; neither is the ETag of an
+    object encrypted with SSE-KMS or SSE-C, which a server checking ``Content-MD5`` then refuses.
+    """
+    etag = (etag or '').strip('"').lower()
+    if len(etag) != 32 or any(char not in '0123456789abcdef' for char in etag):
+        return None
+    return etag
 
 
 def b64_digest(digest):
@@ -393,7 +409,7 @@ class FastS3(object):
         if status != 200 or 'content-length' not in answer:
             self._discard(conn, status, answer, 'GET')
             raise FastPathMiss('GET answered %d' % status)
-        return FastBody(self, conn, int(answer['content-length']))
+        return FastBody(self, conn, int(answer['content-length']), (answer.get('etag') or '').strip('"') or None)
 
     def head(self, bucket, name):
         """(size, etag, metadata, sha256 hex or None) or None when the object does not exist (404)."""
@@ -445,18 +461,29 @@ class FastS3(object):
             return True
         raise FastPathMiss('checksum probe answered %d' % status)
 
-    def put_stream(self, bucket, name, stream, size):
-        """Stream ``size`` bytes from ``stream`` in one PUT, with the SHA-256 as an aws-chunked trailer.
+    def put_stream(self, bucket, name, stream, size, md5_hex=None):
+        """Stream ``size`` bytes from ``stream`` in one PUT, hashing them with SHA-256 on the way.
 
-        Returns (etag, sha256 hex of what was sent, True when the server echoed it). Before the body
+        Without ``md5_hex`` the SHA-256 goes as an aws-chunked trailer, which the server checks. With
+        ``md5_hex`` (the MD5 the source recorded for these bytes: its plain ETag) the body goes as it is
+        (``UNSIGNED-PAYLOAD``) with that MD5 as ``Content-MD5``: the server refuses other bytes
+        (``DigestRefused``) and answers its own MD5 of what it stored as the ETag. That costs the
+        server far less than a trailer (it computes the MD5 for the ETag anyway).
+
+        Returns (etag, sha256 hex of what was sent, True when the server proved it stored exactly
+        those bytes: it echoed the SHA-256 trailer, or its ETag is ``md5_hex``). Before the body
         starts a failure is a miss (nothing was read from ``stream``); afterwards ``StreamBroken``,
         ``SourceFailed`` (the stream's own error) or ``ShortStream``.
         """
         path = self.path(bucket, name)
-        headers = self._headers('PUT', path, 'STREAMING-UNSIGNED-PAYLOAD-TRAILER', {
-            'content-encoding': 'aws-chunked', 'x-amz-decoded-content-length': str(size),
-            'x-amz-trailer': 'x-amz-checksum-sha256'})
-        request = self._request_bytes('PUT', path, headers, chunked_length(size, STREAM_CHUNK))
+        if md5_hex:
+            headers = self._headers('PUT', path, 'UNSIGNED-PAYLOAD', {'content-md5': b64_of_hex(md5_hex)})
+            request = self._request_bytes('PUT', path, headers, size)
+        else:
+            headers = self._headers('PUT', path, 'STREAMING-UNSIGNED-PAYLOAD-TRAILER', {
+                'content-encoding': 'aws-chunked', 'x-amz-decoded-content-length': str(size),
+                'x-amz-trailer': 'x-amz-checksum-sha256'})
+            request = self._request_bytes('PUT', path, headers, chunked_length(size, STREAM_CHUNK))
         try:
             conn = self._connect()  # a fresh connection: a stale kept-alive one would cost the stream
             conn.send(request)
@@ -467,12 +494,15 @@ class FastS3(object):
         if own:
             digest = hashlib.sha256()
         sent = 0
+        b64 = None
         try:
             while sent < size:
-                # The chunk's size goes first; its bytes follow as the stream gives them (no copy to
-                # assemble it). A stream that ends early leaves the body truncated: the server stores nothing.
+                # Each chunk's size goes first (aws-chunked); its bytes follow as the stream gives them
+                # (no copy to assemble it). A stream that ends early leaves the body truncated: the
+                # server stores nothing.
                 wanted = min(STREAM_CHUNK, size - sent)
-                conn.send(b'%x\r\n' % wanted)
+                if not md5_hex:
+                    conn.send(b'%x\r\n' % wanted)
                 end = sent + wanted
                 while sent < end:
                     data = _read_some(stream, end - sent)
@@ -482,9 +512,11 @@ class FastS3(object):
                         digest.update(data)
                     conn.send(data)
                     sent += len(data)
-                conn.send(b'\r\n')
-            b64 = b64_digest(digest)
-            conn.send(b'0\r\nx-amz-checksum-sha256:' + b64.encode('ascii') + b'\r\n\r\n')
+                if not md5_hex:
+                    conn.send(b'\r\n')
+            if not md5_hex:
+                b64 = b64_digest(digest)
+                conn.send(b'0\r\nx-amz-checksum-sha256:' + b64.encode('ascii') + b'\r\n\r\n')
             status, answer = conn.read_head()
             body = conn.read_body(status, answer, 'PUT')
         except (SourceFailed, ShortStream):
@@ -495,9 +527,14 @@ class FastS3(object):
             raise StreamBroken('PUT stream: %s: %s' % (type(exc).__name__, exc))
         self._give_back(conn)
         if status != 200:
-            raise StreamBroken('PUT stream answered %d: %s' % (status, _error_code(body)))
-        return (answer.get('etag') or '').strip('"') or None, digest.hexdigest(), \
-            answer.get('x-amz-checksum-sha256') == b64
+            code = _error_code(body)
+            if md5_hex and status == 400 and code in DIGEST_ERROR_CODES:
+                raise DigestRefused('PUT stream answered %d: %s' % (status, code))
+            raise StreamBroken('PUT stream answered %d: %s' % (status, code))
+        etag = (answer.get('etag') or '').strip('"') or None
+        if md5_hex:
+            return etag, digest.hexdigest(), plain_md5(etag) == md5_hex.lower()
+        return etag, digest.hexdigest(), answer.get('x-amz-checksum-sha256') == b64
 
     def list_page(self, bucket, prefix, token=None, page_size=1000):
         """One ListObjectsV2 page: ([(key, size, etag)], next continuation token or None)."""
@@ -547,10 +584,11 @@ class FastBody(object):
     """``read(n)`` / ``close()`` over the body of a GET; the connection is kept when the body was read to
     its end, and closed otherwise."""
 
-    def __init__(self, client, conn, length):
+    def __init__(self, client, conn, length, etag=None):
         self._client = client
         self._conn = conn
         self.length = length
+        self.etag = etag
         self._left = length
 
     def read(self, size=-1):

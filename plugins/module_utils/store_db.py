@@ -657,7 +657,7 @@ class Db2Store(_PgStore):
             reader.close()
         return reader
 
-    def put(self, key, stream, size=None, immutable=False, retain_seconds=None, metadata=None):
+    def put(self, key, stream, size=None, immutable=False, retain_seconds=None, metadata=None, source_md5=None):
         user, bucket, name = split_key(key, self.driver)
         data = _read_all(stream, size, key)
         meta = json.dumps(metadata) if metadata else None
@@ -713,7 +713,7 @@ class DbStore(_PgStore):
             raise errors.IntegrityError('object %s: archive_document.jsondata is flagged b64_encoded but is not '
                                         'valid base64 (%s)' % (key, exc), step='read', key=key)
 
-    def put(self, key, stream, size=None, immutable=False, retain_seconds=None, metadata=None):
+    def put(self, key, stream, size=None, immutable=False, retain_seconds=None, metadata=None, source_md5=None):
         user, bucket, name = split_key(key, self.driver)
         data = _read_all(stream, size, key)
         text, is_b64 = anchore_text_encode(data)

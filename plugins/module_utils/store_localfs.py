@@ -279,7 +279,7 @@ class LocalfsStore(ObjectStore):
                                             step='read', key=key)
         return handle
 
-    def put(self, key, stream, size=None, immutable=False, retain_seconds=None, metadata=None):
+    def put(self, key, stream, size=None, immutable=False, retain_seconds=None, metadata=None, source_md5=None):
         path = self.path_for(key)
         directory = os.path.dirname(path)
         self._makedirs(directory, key)

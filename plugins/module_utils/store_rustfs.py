@@ -350,7 +350,7 @@ class RustfsStore(ObjectStore):
         response = self._request('GET', self._object_url(key), 'open', key, stream=True)
         return _RustfsReader(self, response, key)
 
-    def put(self, key, stream, size=None, immutable=False, retain_seconds=None, metadata=None):
+    def put(self, key, stream, size=None, immutable=False, retain_seconds=None, metadata=None, source_md5=None):
         headers = {'Content-Type': 'application/octet-stream'}
         if immutable:
             headers['X-RustFS-Immutable'] = 'true'

@@ -113,10 +113,12 @@ def _read_exactly(stream, size):
 class _S3Reader(object):
     """The body of a GetObject, with read errors mapped to collection errors."""
 
-    def __init__(self, store, body, key):
+    def __init__(self, store, body, key, etag=None):
         self._store = store
         self._body = body
         self._key = key
+        # The MD5 the source recorded for these bytes, when its ETag is one (single-part, not SSE-KMS/C).
+        self.content_md5 = s3fast.plain_md5(etag)
 
     def read(self, size=-1):
         try:
@@ -162,6 +164,7 @@ class S3Store(ObjectStore):
         self._secrets = spec.secrets() + [v for v in (cfg.get('access_key'),) if v]
         self._retention = None
         self._checksums_enforced = None
+        self._etags_are_md5 = True  # until a write shows otherwise (see _put_streamed)
 
         if not cfg.get('validate_certs', True):
             verify = False
@@ -539,14 +542,15 @@ class S3Store(ObjectStore):
         fast = self._fast_for(self._object_name(key))
         if fast is not None:
             try:
-                return _S3Reader(self, fast.get(self.bucket, self._object_name(key)), key)
+                body = fast.get(self.bucket, self._object_name(key))
+                return _S3Reader(self, body, key, body.etag)
             except s3fast.FastPathMiss:
                 pass  # boto3 redoes it and maps whatever went wrong
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=self._object_name(key))
         except Exception as exc:
             raise self._map_error(exc, 'open', key)
-        return _S3Reader(self, answer['Body'], key)
+        return _S3Reader(self, answer['Body'], key, answer.get('ETag'))
 
     def delete(self, key):
         try:
@@ -557,13 +561,16 @@ class S3Store(ObjectStore):
                 return
             raise mapped
 
-    def put(self, key, stream, size=None, immutable=False, retain_seconds=None, metadata=None):
+    def put(self, key, stream, size=None, immutable=False, retain_seconds=None, metadata=None, source_md5=None):
         """Store the stream; returns the SHA-256 (hex) of the stored bytes when the server checked it.
 
-        Every request carries the SHA-256 of its bytes (``x-amz-checksum-sha256``: a header, an
-        aws-chunked trailer for a streamed PUT, one per part of a multipart upload). A server that
-        implements S3 checksums refuses a mismatch and echoes the value; only then is the digest
-        returned, and the engine may count the write as verified without reading it back.
+        Every request carries a digest of its bytes for the server to check. Up to the multipart
+        threshold and in multipart uploads that is their SHA-256 (``x-amz-checksum-sha256``, a header,
+        one per part); a server that implements S3 checksums refuses a mismatch and echoes the value.
+        A streamed PUT carries ``source_md5`` (the source's plain ETag) as ``Content-MD5`` when given,
+        and the write counts as checked when the server's ETag (its MD5 of what it stored) is that
+        MD5; without it, the SHA-256 goes as an aws-chunked trailer. Only a checked write returns the
+        digest, and the engine may then count it as verified without reading it back.
         """
         extra = self._retention_args(immutable, retain_seconds)
         if metadata:
@@ -579,7 +586,7 @@ class S3Store(ObjectStore):
                 return self._put_object(key, name, data, extra, lent.hexdigest() if lent is not None else None)
             if size is not None and size <= MAX_SINGLE_PUT and not extra and self._fast_for(name) is not None:
                 try:
-                    return self._put_streamed(key, name, stream, size)
+                    return self._put_streamed(key, name, stream, size, source_md5)
                 except s3fast.FastPathMiss:
                     pass  # nothing was read from the stream yet: a multipart upload through boto3 instead
             first = _read_exactly(stream, self.threshold if size is None else self._part_size(size))
@@ -611,9 +618,15 @@ class S3Store(ObjectStore):
             raise self._map_error(exc, 'put', key)
         return digest.hexdigest() if answer.get('ChecksumSHA256') == b64 else None
 
-    def _put_streamed(self, key, name, stream, size):
+    def _put_streamed(self, key, name, stream, size, source_md5=None):
+        relay = source_md5 if self._etags_are_md5 else None
         try:
-            _etag, sha, echoed = self._fast.put_stream(self.bucket, name, stream, size)
+            _etag, sha, proven = self._fast.put_stream(self.bucket, name, stream, size, relay)
+        except s3fast.DigestRefused as exc:
+            # Either the bytes changed on the way or the source's ETag is not its content's MD5: the
+            # engine copies the object again, the second time with a SHA-256 trailer.
+            raise errors.IntegrityError('%s refused the upload of %s: its bytes do not have the source\'s MD5 (%s)'
+                                        % (self.where, key, exc), step='verify', cause=_CHECKSUM_MISMATCH, key=key)
         except s3fast.SourceFailed as exc:
             raise _SourceError(exc.error)
         except s3fast.ShortStream as exc:
@@ -623,7 +636,10 @@ class S3Store(ObjectStore):
             # The stream is spent: the engine copies the object again from a fresh read.
             raise errors.TransientError('upload of %s to %s broke off: %s' % (key, self.where, exc), step='put',
                                         cause='transient upload failure', key=key)
-        return sha if echoed else None
+        if relay and not proven:
+            # This server's ETags are not MD5s (SSE-KMS, say): Content-MD5 cannot prove a write here.
+            self._etags_are_md5 = False
+        return sha if proven else None
 
     def _part_size(self, size):
         part = self.chunk_size

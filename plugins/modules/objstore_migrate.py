@@ -266,11 +266,13 @@ objects_per_s:
   type: float
 write_verification:
   description:
-    - How writes were proven in this run. C(server-sha256) (the destination confirmed the SHA-256 of what
-      it stored), C(readback) (read back and hashed), or C(none) (O(verify_writes=false)).
+    - How writes were proven in this run. C(server-checksum) (the destination checked what it stored against
+      the SHA-256 sent with it, or for a streamed copy against the MD5 the source recorded, its ETag),
+      C(readback) (read back and hashed), or C(none) (O(verify_writes=false)). Either way the ledger records
+      the SHA-256 of the bytes copied.
   returned: success and failure, not in check mode
   type: str
-  sample: server-sha256
+  sample: server-checksum
   version_added: 0.1.0
 retries:
   description: Requests retried after transient errors.

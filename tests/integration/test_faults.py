@@ -4,6 +4,8 @@ killed ledger database, a full destination disk, a corrupt Anchore source object
 
 Servers that are stopped here are private ones started by the test (never the shared stack's).
 """
+import hashlib
+import io
 import os
 import signal
 import subprocess
@@ -16,6 +18,7 @@ import pytest
 import requests
 
 from ansible_collections.storeshift.objstore.plugins.module_utils import engine as engine_module
+from ansible_collections.storeshift.objstore.plugins.module_utils import s3fast
 from ansible_collections.storeshift.objstore.plugins.module_utils.engine import MigrationOptions, Migrator
 from ansible_collections.storeshift.objstore.plugins.module_utils.errors import LedgerError
 from ansible_collections.storeshift.objstore.plugins.module_utils.ledger import Ledger
@@ -204,10 +207,10 @@ def test_s3_refuses_bytes_corrupted_on_the_way_and_they_are_sent_again(s3_spec, 
                                                                        verify_method):
     """One byte of some PUT bodies is flipped between the engine and the destination S3 server.
 
-    Every PUT carries the SHA-256 of its bytes, so the server refuses the damaged ones (BadDigest) and
-    stores nothing; the engine sends them again. Small objects (one PUT) and streamed ones (aws-chunked,
-    SHA-256 trailer) alike. With ``auto`` the server's confirmed digest proves each write; ``readback``
-    reads every object back as well.
+    Every PUT carries the SHA-256 of its bytes (a header: these objects are below the multipart
+    threshold), so the server refuses the damaged ones (BadDigest) and stores nothing; the engine sends
+    them again. With ``auto`` the server's confirmed digest proves each write; ``readback`` reads every
+    object back as well. Streamed PUTs: the tests below.
     """
     expected = seed(s3_spec, 60, size=4096)
     expected.update(seed(s3_spec, 3, size=3 * 1024 * 1024, prefix='big/'))
@@ -215,10 +218,93 @@ def test_s3_refuses_bytes_corrupted_on_the_way_and_they_are_sent_again(s3_spec, 
     dest = _behind_proxy(s3b_spec, proxy, 'url')
     result = migrator(s3_spec, dest, str(tmp_path / 'ledger.sqlite'), workers=4, verify_method=verify_method).run()
     assert result['run_state'] == 'complete', result['failures']
-    assert result['write_verification'] == ('server-sha256' if verify_method == 'auto' else 'readback')
+    assert result['write_verification'] == ('server-checksum' if verify_method == 'auto' else 'readback')
     # Refused PUTs are sent again by the driver itself (through boto3) or by the engine's retry.
     assert proxy.injected['corrupt'] > 0
     assert logical_digests(s3b_spec) == expected
+
+
+# Above the default multipart threshold (8 MiB): copied as one streamed PUT.
+STREAMED_SIZE = 9 * 1024 * 1024
+
+
+def _spy_on_streamed_puts(monkeypatch, source_md5=None):
+    """{object name: [the MD5 sent with each streamed PUT, or None]}; with ``source_md5`` every S3 source
+    reader claims that MD5 (a source whose ETags are not its content's MD5: SSE-KMS, say)."""
+    sent = {}
+    put_stream = s3fast.FastS3.put_stream
+
+    def recording(self, bucket, name, stream, size, md5_hex=None):
+        sent.setdefault(name, []).append(md5_hex)
+        return put_stream(self, bucket, name, stream, size, md5_hex)
+    monkeypatch.setattr(s3fast.FastS3, 'put_stream', recording)
+    if source_md5 is not None:
+        from ansible_collections.storeshift.objstore.plugins.module_utils import store_s3
+        reader_init = store_s3._S3Reader.__init__
+
+        def claiming(self, store, body, key, etag=None):
+            reader_init(self, store, body, key, etag)
+            self.content_md5 = source_md5
+        monkeypatch.setattr(store_s3._S3Reader, '__init__', claiming)
+    return sent
+
+
+def test_streamed_copy_is_proven_by_the_source_md5(s3_spec, s3b_spec, s3_client, s3b_client, tmp_path,
+                                                   monkeypatch):
+    """A single-part source object's ETag is its MD5: its streamed PUT carries it as ``Content-MD5`` and the
+    destination's ETag (its own MD5 of what it stored) proves the write. A multipart source object (ETag
+    ``<hex>-<parts>``) gets the SHA-256 trailer instead."""
+    from boto3.s3.transfer import TransferConfig
+    expected = seed(s3_spec, 2, size=STREAMED_SIZE, prefix='single/')
+    bucket = s3_spec['storage_driver']['config']['bucket']
+    data = os.urandom(STREAMED_SIZE)
+    s3_client.upload_fileobj(io.BytesIO(data), bucket, 'multi/part', Config=TransferConfig(
+        multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024, use_threads=False))
+    expected['multi/part'] = hashlib.sha256(data).hexdigest()
+    source_etags = dict((key, s3_client.head_object(Bucket=bucket, Key=key)['ETag'].strip('"')) for key in expected)
+    assert '-' in source_etags['multi/part']
+    sent = _spy_on_streamed_puts(monkeypatch)
+    result = migrator(s3_spec, s3b_spec, str(tmp_path / 'ledger.sqlite'), workers=2).run()
+    assert result['run_state'] == 'complete', result['failures']
+    assert result['write_verification'] == 'server-checksum' and result['retries'] == 0
+    assert logical_digests(s3b_spec) == expected
+    dest_bucket = s3b_spec['storage_driver']['config']['bucket']
+    for key, etag in source_etags.items():
+        if key.startswith('single/'):
+            assert sent[key] == [etag]
+            assert s3b_client.head_object(Bucket=dest_bucket, Key=key)['ETag'].strip('"') == etag
+        else:
+            assert sent[key] == [None]
+
+
+def test_source_md5_refused_is_copied_again_with_a_sha256_trailer(s3_spec, s3b_spec, tmp_path, monkeypatch):
+    """A source whose ETags are not its content's MD5: the destination refuses each such PUT (nothing is
+    stored), the object is copied again with a SHA-256 trailer, and after MD5_REFUSALS_MAX refusals the
+    run stops sending the source's ETags at all."""
+    expected = seed(s3_spec, 5, size=STREAMED_SIZE, prefix='kms/')
+    sent = _spy_on_streamed_puts(monkeypatch, source_md5=hashlib.md5(b'not the content').hexdigest())
+    result = migrator(s3_spec, s3b_spec, str(tmp_path / 'ledger.sqlite'), workers=1).run()
+    assert result['run_state'] == 'complete', result['failures']
+    assert result['write_verification'] == 'server-checksum'
+    assert logical_digests(s3b_spec) == expected
+    forms = [md5 is not None for key in sorted(sent) for md5 in sent[key]]
+    assert forms.count(True) == engine_module.MD5_REFUSALS_MAX == result['retries']
+    assert all(md5s[-1] is None for md5s in sent.values())  # each object stored by its trailer PUT
+
+
+def test_streamed_write_damaged_every_time_stores_nothing(s3_spec, s3b_spec, fault_proxy, tmp_path, monkeypatch):
+    """Every PUT body has a byte flipped on the way: the source's MD5 refuses the first attempt, the
+    SHA-256 trailer every later one; the object fails, and nothing damaged is left at the destination."""
+    seed(s3_spec, 1, size=STREAMED_SIZE, prefix='big/')
+    monkeypatch.setattr(engine_module, 'RETRY_BASE_SECONDS', 0.05)
+    proxy = fault_proxy(s3b_spec['storage_driver']['config']['url'], seed=3, corrupt_rate=1.0)
+    sent = _spy_on_streamed_puts(monkeypatch)
+    result = migrator(s3_spec, _behind_proxy(s3b_spec, proxy, 'url'), str(tmp_path / 'ledger.sqlite'),
+                      workers=1).run()
+    assert result['run_state'] == 'failed' and result['objects_failed'] == 1
+    (md5s,) = sent.values()
+    assert md5s[0] is not None and md5s[1:] and all(md5 is None for md5 in md5s[1:])
+    assert logical_digests(s3b_spec) == {}
 
 
 def test_rustfs_corrupted_write_is_caught_by_the_read_back_and_copied_again(s3_spec, rustfs_spec, fault_proxy,

@@ -197,6 +197,52 @@ def test_streamed_put_frames_the_body_and_sends_the_trailer(monkeypatch):
     server.close()
 
 
+def test_streamed_put_with_the_source_md5_sends_the_body_as_it_is(monkeypatch):
+    monkeypatch.setattr(s3fast, 'STREAM_CHUNK', 7)
+    data = b'0123456789abcdefghij'
+    md5 = hashlib.md5(data).hexdigest()
+    server = ScriptedServer([b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: "%s"\r\n\r\n' % md5.encode()])
+    client = _client(server)
+    assert client.put_stream('b', 'k', io.BytesIO(data), len(data), md5) == (md5, hashlib.sha256(data).hexdigest(),
+                                                                               True)
+    head, _sep, body = server.requests[0].partition(b'\r\n\r\n')
+    assert body == data  # no aws-chunked framing, no trailer
+    assert b'Content-Length: %d' % len(data) in head
+    assert b'content-md5: ' + s3fast.b64_of_hex(md5).encode() in head
+    assert b'x-amz-content-sha256: UNSIGNED-PAYLOAD' in head and b'aws-chunked' not in head
+    client.close()
+    server.close()
+    # Stored, but the server's ETag (not an MD5: SSE-KMS, say) does not show it stored these bytes: not proven.
+    server = ScriptedServer([b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: "%s"\r\n\r\n' % (b'0' * 32)])
+    client = _client(server)
+    assert client.put_stream('b', 'k', io.BytesIO(data), len(data), md5)[2] is False
+    client.close()
+    server.close()
+
+
+def test_streamed_put_refused_for_its_md5_is_told_apart():
+    error = b'<Error><Code>BadDigest</Code></Error>'
+    refused = b'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s' % (len(error), error)
+    for md5, expected in ((hashlib.md5(b'other').hexdigest(), s3fast.DigestRefused),
+                          (None, s3fast.StreamBroken)):  # a trailer refused: the stream is spent, the engine retries
+        server = ScriptedServer([refused])
+        client = _client(server)
+        with pytest.raises(expected):
+            client.put_stream('b', 'k', io.BytesIO(b'abc'), 3, md5)
+        client.close()
+        server.close()
+
+
+@pytest.mark.parametrize('etag, md5', [
+    ('"9E107D9D372BB6826BD81D3542A419D6"', '9e107d9d372bb6826bd81d3542a419d6'),
+    ('9e107d9d372bb6826bd81d3542a419d6', '9e107d9d372bb6826bd81d3542a419d6'),
+    ('"9e107d9d372bb6826bd81d3542a419d6-3"', None),  # multipart
+    ('"abc"', None), ('', None), (None, None), ('z' * 32, None),
+])
+def test_plain_md5(etag, md5):
+    assert s3fast.plain_md5(etag) == md5
+
+
 def test_streamed_put_of_a_short_stream_stops(monkeypatch):
     server = ScriptedServer([b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'])
     client = _client(server)
