@@ -85,8 +85,8 @@ WRITE_MISMATCH_ATTEMPTS = 3
 MD5_REFUSALS_MAX = 3
 LAYOUTS = ('objects', 'anchore')
 OVERWRITE = ('never', 'if_different', 'always')
-# How a write is proven: ``auto`` accepts the destination server's own SHA-256 check of what it stored
-# (S3 checksums, where the server is seen refusing a wrong digest) and reads back everywhere else;
+# How a write is proven: ``auto`` accepts the destination server's own check of what it stored (S3
+# checksums or the source's MD5, where the server is seen refusing a wrong digest), else reads back;
 # ``readback`` always reads the destination object back and hashes it.
 VERIFY_METHODS = ('auto', 'readback')
 # Drivers whose listing is in plain key order (S3: UTF-8 binary order, which is Python's str order; localfs

@@ -131,19 +131,24 @@ options:
     default: false
   verify_writes:
     description:
-      - Prove every write by SHA-256 before counting the object copied, as O(verify_method) says.
+      - Prove every write before counting the object copied, as O(verify_method) says. The SHA-256 of
+        every object copied is computed on the way and recorded in the ledger either way.
         Always on when O(delete_source=true).
     type: bool
     default: true
   verify_method:
     description:
       - How a write is proven when O(verify_writes=true).
-      - V(auto) lets an S3 destination prove the write. Every PUT (every part of a multipart upload)
-        carries the SHA-256 of its bytes in C(x-amz-checksum-sha256); the server hashes what it stores,
-        refuses a mismatch and confirms the digest, and the object counts as copied when the confirmed
-        digest is the one of the bytes read from the source. This is used only where the server is seen
-        refusing a wrong digest (one probe PUT per run, which such a server does not store) and the
-        destination is not compressed; everywhere else, and for the C(anchore) layout, V(auto) reads back.
+      - V(auto) lets an S3 destination prove the write. A PUT sent from memory (up to
+        C(multipart_threshold_mb)) and every part of a multipart upload carry the SHA-256 of their bytes
+        in C(x-amz-checksum-sha256); the server hashes what it stores, refuses a mismatch and confirms
+        the digest, and the object counts as copied when the confirmed digest is the one of the bytes
+        read from the source. A streamed PUT of an object whose source ETag is a plain MD5 carries that
+        MD5 as C(Content-MD5); the server refuses other bytes, and the object counts as copied when the
+        server's ETag of the write is that MD5 (other streamed PUTs carry the SHA-256 as an aws-chunked
+        trailer). This is used only where the server is seen refusing a wrong SHA-256 (one probe PUT per
+        run, which such a server does not store) and the destination is not compressed; everywhere else,
+        for the C(anchore) layout, and for any write the server did not prove, V(auto) reads back.
       - V(readback) reads every destination object back and compares the SHA-256 of its content.
       - O(delete_source=true) always reads back. Default V(auto).
       - Setting it together with O(verify_writes=false) is an error.
