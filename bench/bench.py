@@ -616,7 +616,7 @@ class Bench(object):
         for rep in range(self.sizes['runs']):
             for label, fn in contenders:
                 dst = unique('bd-%s' % name.replace('_', ''))[:63]
-                settle()
+                settle(limit=2.0 if self.args.smoke else 20.0)
                 result = fn(dst)
                 count, total = check(dst)
                 result.pop('stdout', None)

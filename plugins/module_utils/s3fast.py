@@ -15,13 +15,16 @@ another 0.2 ms around each request of a few hundred microseconds of real
 HTTP work; with the GIL and two requests per copied object, the copy is
 CPU-bound long before the servers are (see docs/performance.md).
 
-Integrity: every PUT carries the SHA-256 of its bytes in
-``x-amz-checksum-sha256`` (a header for bytes in memory, an aws-chunked
-trailer for a stream, so the digest is computed while sending). A server
-that implements S3's checksums recomputes it over what it stored, refuses
-a mismatch (``BadDigest``) and echoes the value; the answer returns the
-echoed digest so that the engine can count the write as verified without
-reading the object back.
+Integrity: every PUT carries a digest of its bytes. Bytes in memory and
+streams without a known MD5 carry their SHA-256 in ``x-amz-checksum-sha256``
+(a header, or an aws-chunked trailer so that the digest is computed while
+sending); a server that implements S3's checksums recomputes it over what it
+stored, refuses a mismatch (``BadDigest``) and echoes the value. A stream
+whose MD5 the source recorded (its plain ETag) carries that as
+``Content-MD5`` instead (S3 servers check it; SeaweedFS 4.48 was seen to),
+and the ETag answered is the server's MD5 of what it stored. The answer
+tells whether the server proved the write, so that the engine can count it
+as verified without reading the object back.
 
 It only answers plain success (and 404 for HEAD). Anything else -- an HTTP
 error, a connection failure, a redirect -- raises ``FastPathMiss`` and the

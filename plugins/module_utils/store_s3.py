@@ -12,12 +12,14 @@ bounded by the part size. Every SDK error goes through ``_map_error``.
 
 Hot path: with static credentials on an explicit endpoint (path-style),
 single-object GET, HEAD and PUT (in memory up to ``multipart_threshold_mb``,
-streamed with an aws-chunked SHA-256 trailer above it), listings and HEAD
-bucket go through ``s3fast`` (hand-signed SigV4 over keep-alive sockets, a
-fraction of botocore's CPU per request), and the boto3 client is only made
-when a request needs it; whatever does not plainly succeed there is redone
-through boto3, so errors are produced and mapped exactly as before. Every
-PUT carries the SHA-256 of its bytes (``x-amz-checksum-sha256``). The environment
+streamed above it), listings and HEAD bucket go through ``s3fast``
+(hand-signed SigV4 over keep-alive sockets, a fraction of botocore's CPU per
+request), and the boto3 client is only made when a request needs it;
+whatever does not plainly succeed there is redone through boto3, so errors
+are produced and mapped exactly as before. Every PUT carries a digest of its
+bytes for the server to check: their SHA-256 (``x-amz-checksum-sha256``), or
+for a streamed PUT the source's MD5 (``Content-MD5``) when the engine has it,
+else an aws-chunked SHA-256 trailer. The environment
 variable ``STORESHIFT_S3_FAST_PATH=0`` turns the fast path off; an endpoint
 that the environment sends through an HTTP proxy (``https_proxy`` and
 ``no_proxy``, as boto3 reads them) is left to boto3.

@@ -302,7 +302,8 @@ def test_streamed_write_damaged_every_time_stores_nothing(s3_spec, s3b_spec, fau
     result = migrator(s3_spec, _behind_proxy(s3b_spec, proxy, 'url'), str(tmp_path / 'ledger.sqlite'),
                       workers=1).run()
     assert result['run_state'] == 'failed' and result['objects_failed'] == 1
-    (md5s,) = sent.values()
+    assert len(sent) == 1
+    md5s = list(sent.values())[0]
     assert md5s[0] is not None and md5s[1:] and all(md5 is None for md5 in md5s[1:])
     assert logical_digests(s3b_spec) == {}
 

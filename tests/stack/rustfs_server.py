@@ -389,6 +389,8 @@ class Handler(BaseHTTPRequestHandler):
         # A request body we have not read makes the connection unusable.
         if not getattr(self, '_body_started', False) and self.command in ('PUT', 'POST') and self._has_body():
             self.close_connection = True
+        # Counted before the answer leaves: a client that reads /metrics right after its answer sees it.
+        self.server.metrics.count(self.command, status)
         self.send_response(status)
         self.send_header('Content-Type', content_type)
         for name, value in (headers or {}).items():
@@ -399,7 +401,6 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != 'HEAD' and body:
             self.wfile.write(body)
-        self.server.metrics.count(self.command, status)
 
     def _error(self, status, message, close=False):
         if close:
@@ -551,13 +552,13 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(404, 'bucket not found')
             raise ApiError(404, 'object not found')
         with handle:
+            self.server.metrics.count(self.command, 200)  # before the answer leaves (see _send)
             self.send_response(200)
             self.send_header('Content-Type', meta.get('content_type') or 'application/octet-stream')
             self.send_header('Content-Length', str(meta['size']))
             for name, value in self._object_headers(meta).items():
                 self.send_header(name, value)
             self.end_headers()
-            self.server.metrics.count(self.command, 200)
             if self.command == 'HEAD':
                 return
             remaining = meta['size']
@@ -566,9 +567,9 @@ class Handler(BaseHTTPRequestHandler):
                 if not data:
                     self.close_connection = True  # file shorter than recorded: cut the connection
                     return
+                self.server.metrics.add_bytes(sent=len(data))
                 self.wfile.write(data)
                 remaining -= len(data)
-                self.server.metrics.add_bytes(sent=len(data))
 
     _object_head = _object_get
 

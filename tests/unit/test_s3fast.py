@@ -203,8 +203,8 @@ def test_streamed_put_with_the_source_md5_sends_the_body_as_it_is(monkeypatch):
     md5 = hashlib.md5(data).hexdigest()
     server = ScriptedServer([b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: "%s"\r\n\r\n' % md5.encode()])
     client = _client(server)
-    assert client.put_stream('b', 'k', io.BytesIO(data), len(data), md5) == (md5, hashlib.sha256(data).hexdigest(),
-                                                                               True)
+    answer = client.put_stream('b', 'k', io.BytesIO(data), len(data), md5)
+    assert answer == (md5, hashlib.sha256(data).hexdigest(), True)
     head, _sep, body = server.requests[0].partition(b'\r\n\r\n')
     assert body == data  # no aws-chunked framing, no trailer
     assert b'Content-Length: %d' % len(data) in head
