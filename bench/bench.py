@@ -330,12 +330,15 @@ def pg_drop_db(stack, dbname):
 # measuring one child process tree
 # ---------------------------------------------------------------------------
 
-def server_cpu_seconds():
-    """CPU seconds (user + sys) spent so far by the stack's servers (they share the cores with the copier)."""
+def server_cpu_seconds(servers=None):
+    """CPU seconds (user + sys) spent so far by the stack's servers (they share the cores with the copier):
+    all of them, or those named in ``servers`` (``s3a``, ``s3b``, ``postgres``, ``rustfs``)."""
     import psutil
     total = 0.0
     pids = os.path.join(os.path.dirname(ENV_FILE), 'pids')
-    for name in sorted(os.listdir(pids)) if os.path.isdir(pids) else ():
+    names = ['%s.pid' % server for server in servers] if servers else \
+        sorted(os.listdir(pids)) if os.path.isdir(pids) else ()
+    for name in names:
         try:
             with open(os.path.join(pids, name)) as handle:
                 proc = psutil.Process(int(handle.read().split()[0]))

@@ -50,7 +50,7 @@ from ansible_collections.storeshift.objstore.plugins.module_utils.ledger import 
     Ledger,
     new_migration_id,
 )
-from ansible_collections.storeshift.objstore.plugins.module_utils.store import open_store
+from ansible_collections.storeshift.objstore.plugins.module_utils.store import INLINE_PAGE_BYTES, open_store
 
 SMALL_OBJECT = 1024 * 1024
 # Memory for objects copied as streams (larger than SMALL_OBJECT): an upload holds what the destination
@@ -70,9 +70,8 @@ CRASH_POINTS = ('listing', 'put', 'repoint', 'delete')
 PAGE = 1000
 # Objects up to INLINE_LIMIT bytes come with the listing where the source can send them so (the database
 # drivers: one query per page instead of one per object); an engine page then holds at most about
-# INLINE_PAGE_BYTES of such content, and the work queue workers * 4 objects.
+# INLINE_PAGE_BYTES (store.py) of such content, and the work queue workers * 4 objects.
 INLINE_LIMIT = 64 * 1024
-INLINE_PAGE_BYTES = 8 * 1024 * 1024
 FLUSH_SECONDS = 0.5
 RETRY_ATTEMPTS = 6
 RETRY_BASE_SECONDS = 0.2

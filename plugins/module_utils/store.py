@@ -21,6 +21,10 @@ __metaclass__ = type
 from ansible_collections.storeshift.objstore.plugins.module_utils.errors import ConfigError
 
 
+# A listing page that carries objects' content (list_with_content) holds at most about this many bytes of it.
+INLINE_PAGE_BYTES = 8 * 1024 * 1024
+
+
 class ObjectInfo(object):
     """What a listing or stat returns for one object."""
 

@@ -33,7 +33,7 @@ import time
 
 from ansible_collections.storeshift.objstore.plugins.module_utils import errors
 from ansible_collections.storeshift.objstore.plugins.module_utils.specs import dsn_password, redact_dsn
-from ansible_collections.storeshift.objstore.plugins.module_utils.store import ObjectInfo, ObjectStore
+from ansible_collections.storeshift.objstore.plugins.module_utils.store import INLINE_PAGE_BYTES, ObjectInfo, ObjectStore
 
 try:
     import psycopg2
@@ -47,7 +47,6 @@ except ImportError:  # pragma: no cover - bare targets only
 
 READ_CHUNK = 1024 * 1024      # bytea slice fetched per query when streaming a db2 row
 PAGE_SIZE = 1000              # rows per listing page (keyset pagination)
-INLINE_PAGE_BYTES = 8 * 1024 * 1024  # a listing page with content holds at most about this many bytes of it
 MAX_CONNECTIONS = 64          # per pool; callers block when all are in use
 CONNECT_TIMEOUT = 15          # seconds, unless the DSN says otherwise
 APPLICATION_NAME = 'storeshift-objstore'
