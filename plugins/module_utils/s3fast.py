@@ -50,6 +50,7 @@ import ssl
 import threading
 import time
 from xml.etree import ElementTree
+from xml.sax.saxutils import escape as xml_escape
 
 try:
     from urllib.parse import quote, unquote_plus, urlsplit
@@ -429,12 +430,30 @@ class FastS3(object):
                 metadata, hex_of_b64(sha) if sha else None)
 
     def head_bucket(self, bucket):
-        """True when the bucket answers 200; anything else is a miss (boto3 tells why)."""
+        """True when the bucket answers 200, False when it answers 404 (no such bucket); anything else is a
+        miss (boto3 tells why)."""
         target = '/%s' % quote(bucket, safe='')
         status, _answer, _body = self._simple('HEAD', target, self._headers('HEAD', target, EMPTY_SHA256))
+        if status == 404:
+            return False
         if status != 200:
             raise FastPathMiss('HEAD bucket answered %d' % status)
         return True
+
+    def create_bucket(self, bucket, location=None):
+        """CreateBucket (with ``location`` as its LocationConstraint). True when the bucket was made or was
+        already ours; anything else is a miss (boto3 asks again and maps the error)."""
+        target = '/%s' % quote(bucket, safe='')
+        body = b''
+        if location:
+            body = ('<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                    '<LocationConstraint>%s</LocationConstraint></CreateBucketConfiguration>'
+                    % xml_escape(location)).encode('utf-8')
+        headers = self._headers('PUT', target, hashlib.sha256(body).hexdigest())
+        status, _answer, answer_body = self._simple('PUT', target, headers, body)
+        if status == 200 or (status == 409 and _error_code(answer_body) == 'BucketAlreadyOwnedByYou'):
+            return True
+        raise FastPathMiss('CreateBucket answered %d' % status)
 
     def put(self, bucket, name, data, sha256_hex=None):
         """Store ``data`` (bytes) in one request with its SHA-256 checksum (``sha256_hex`` when the caller

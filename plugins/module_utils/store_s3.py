@@ -51,7 +51,6 @@ try:
     # boto3 itself (about 0.3 s of CPU to import with botocore.utils) is imported when the first
     # client is made: on the fast path a run may never need it.
     import botocore.exceptions
-    from botocore.config import Config
     HAS_BOTO3 = importlib.util.find_spec('boto3') is not None
 except ImportError:  # pragma: no cover - bare targets only
     HAS_BOTO3 = False
@@ -193,7 +192,7 @@ class S3Store(ObjectStore):
         else:
             credentials = {'aws_access_key_id': cfg['access_key'], 'aws_secret_access_key': cfg['secret_key'],
                            'aws_session_token': cfg.get('session_token')}
-        kwargs = {'config': Config(**options)}
+        kwargs = {}
         if self.url:
             if not _valid_endpoint(self.url):
                 raise errors.ConfigError('cannot set up the S3 client for %s: Invalid endpoint: %s'
@@ -204,7 +203,7 @@ class S3Store(ObjectStore):
         # The boto3 client is made on first use: on the fast path a run may never need it (about 0.15 s
         # of CPU saved per store, which counts for short module runs).
         self._client = None
-        self._client_args = (credentials, kwargs)
+        self._client_args = (credentials, options, kwargs)
         self._client_lock = threading.Lock()
         self._fast = None
         if self.url and addressing == 'path' and cfg.get('access_key') and cfg.get('secret_key') \
@@ -237,10 +236,11 @@ class S3Store(ObjectStore):
             if self._client is not None:
                 return
             import boto3
-            credentials, kwargs = self._client_args
+            from botocore.config import Config  # about 0.14 s of CPU to import: only with the client
+            credentials, options, kwargs = self._client_args
             try:
                 session = boto3.session.Session(region_name=self.region, **credentials)
-                self._client = session.client('s3', **kwargs)
+                self._client = session.client('s3', config=Config(**options), **kwargs)
             except Exception as exc:  # invalid endpoint URL, unknown region...
                 raise errors.ConfigError('cannot set up the S3 client for %s: %s'
                                          % (self.where, errors.scrub(exc, self._secrets)), step='config')
@@ -365,8 +365,11 @@ class S3Store(ObjectStore):
     def check_access(self, create_bucket=False):
         if self._fast is not None:
             try:
-                self._fast.head_bucket(self.bucket)
-                return
+                if self._fast.head_bucket(self.bucket):
+                    return
+                if (create_bucket or self.create_bucket_default) and self._fast.create_bucket(
+                        self.bucket, self._location_constraint()):
+                    return
             except s3fast.FastPathMiss:
                 pass  # boto3 asks again and names the cause
         try:
@@ -391,10 +394,14 @@ class S3Store(ObjectStore):
             return
         raise mapped
 
+    def _location_constraint(self):
+        # us-east-1 is the one region that takes no LocationConstraint (S3 refuses it there).
+        return self.region if self.region and self.region != 'us-east-1' else None
+
     def _create_bucket(self):
         kwargs = {'Bucket': self.bucket}
-        if self.region and self.region != 'us-east-1':
-            kwargs['CreateBucketConfiguration'] = {'LocationConstraint': self.region}
+        if self._location_constraint():
+            kwargs['CreateBucketConfiguration'] = {'LocationConstraint': self._location_constraint()}
         try:
             self.client.create_bucket(**kwargs)
         except Exception as exc:

@@ -214,6 +214,8 @@ def test_s3_missing_bucket(s3_spec):
         other = _store(_with(s3_spec, bucket=bucket + '-cfg', create_bucket=True))
         other.check_access()
         raw.head_bucket(Bucket=bucket + '-cfg')
+        # The fast path looked for the bucket and made it: no boto3 client (its start-up) was needed.
+        assert other._client is None
     finally:
         _drop_bucket(raw, bucket)
         _drop_bucket(raw, bucket + '-cfg')

@@ -172,6 +172,32 @@ def test_error_answers_are_misses():
     server.close()
 
 
+def test_missing_bucket_and_create_bucket():
+    taken = b'<Error><Code>BucketAlreadyExists</Code></Error>'
+    owned = b'<Error><Code>BucketAlreadyOwnedByYou</Code></Error>'
+    server = ScriptedServer([
+        b'HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n',
+        b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n',
+        b'HTTP/1.1 409 Conflict\r\nContent-Length: %d\r\n\r\n%s' % (len(owned), owned),
+        b'HTTP/1.1 409 Conflict\r\nContent-Length: %d\r\n\r\n%s' % (len(taken), taken),
+    ])
+    client = _client(server)
+    assert client.head_bucket('b') is False  # 404: no such bucket, not a miss
+    assert client.create_bucket('b', 'eu-west-1') is True
+    request = server.requests[-1]
+    assert request.startswith(b'PUT /b HTTP/1.1\r\n')
+    body = (b'<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            b'<LocationConstraint>eu-west-1</LocationConstraint></CreateBucketConfiguration>')
+    assert request.endswith(b'\r\n\r\n' + body)
+    assert b'x-amz-content-sha256: ' + hashlib.sha256(body).hexdigest().encode() in request
+    assert client.create_bucket('b') is True  # already ours
+    assert server.requests[-1].endswith(b'Content-Length: 0\r\n\r\n')  # us-east-1: no configuration
+    with pytest.raises(s3fast.FastPathMiss):  # someone else's: boto3 asks again and names it
+        client.create_bucket('b')
+    client.close()
+    server.close()
+
+
 def test_streamed_put_frames_the_body_and_sends_the_trailer(monkeypatch):
     monkeypatch.setattr(s3fast, 'STREAM_CHUNK', 7)
     data = b'0123456789abcdefghij'  # 7 + 7 + 6
