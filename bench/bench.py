@@ -234,7 +234,18 @@ def s3_count(stack, which, bucket):
 
 
 def s3_drop(stack, which, bucket):
+    """Delete ``bucket`` and what it holds. SeaweedFS deletes a bucket that is not empty at once, with its
+    volumes; deleting the objects first would queue the deletion of every chunk, and chunks whose volume
+    went with the bucket before the queue reached them are retried for the rest of the server's life (in
+    bursts once a minute, growing with every run: server CPU inside later contenders' runs). Other servers
+    answer BucketNotEmpty: the objects go first."""
     client = stack.client(which)
+    try:
+        client.delete_bucket(Bucket=bucket)
+        return
+    except Exception as exc:  # noqa: BLE001 - BucketNotEmpty elsewhere: delete the objects first
+        if 'NoSuchBucket' in str(exc):
+            return
     try:
         for page in client.get_paginator('list_objects_v2').paginate(Bucket=bucket):
             keys = [{'Key': obj['Key']} for obj in page.get('Contents') or ()]
@@ -351,9 +362,12 @@ def server_cpu_seconds(servers=None):
 
 
 def settle(quiet=0.1, window=0.5, limit=20.0):
-    """Wait until the stack's servers are quiet (under ``quiet`` of a core over ``window`` seconds), at
-    most ``limit`` seconds: a dropped bucket's volumes are deleted in the background, and that work
-    must not land in the next contender's run."""
+    """Write dirty pages out, then wait until the stack's servers are quiet (under ``quiet`` of a core
+    over ``window`` seconds), at most ``limit`` seconds. Neither may land in the next contender's run:
+    the kernel writes a seeded data set out about 30 s after it was written (1.3 GiB at about 90 MiB/s
+    here, during whichever run comes then), and a dropped bucket's volumes are deleted in the
+    background."""
+    os.sync()
     deadline = time.monotonic() + limit
     last = server_cpu_seconds()
     while time.monotonic() < deadline:
