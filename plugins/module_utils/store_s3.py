@@ -400,8 +400,9 @@ class S3Store(ObjectStore):
 
     def _create_bucket(self):
         kwargs = {'Bucket': self.bucket}
-        if self._location_constraint():
-            kwargs['CreateBucketConfiguration'] = {'LocationConstraint': self._location_constraint()}
+        location = self._location_constraint()
+        if location:
+            kwargs['CreateBucketConfiguration'] = {'LocationConstraint': location}
         try:
             self.client.create_bucket(**kwargs)
         except Exception as exc:
