@@ -623,7 +623,8 @@ class S3Store(ObjectStore):
         digest = hashlib.sha256(data)
         b64 = s3fast.b64_digest(digest)
         try:
-            answer = self.client.put_object(Bucket=self.bucket, Key=name, Body=data, ChecksumSHA256=b64, **extra)
+            answer = self.client.put_object(Bucket=self.bucket, Key=name, Body=data, ChecksumSHA256=b64,
+                                            ContentType=s3fast.CONTENT_TYPE, **extra)
         except Exception as exc:
             raise self._map_error(exc, 'put', key)
         return digest.hexdigest() if answer.get('ChecksumSHA256') == b64 else None
@@ -660,7 +661,7 @@ class S3Store(ObjectStore):
     def _multipart(self, key, name, stream, size, first, extra):
         try:
             upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=name, ChecksumAlgorithm='SHA256',
-                                                         **extra)
+                                                         ContentType=s3fast.CONTENT_TYPE, **extra)
         except Exception as exc:
             raise self._map_error(exc, 'put', key)
         upload_id = upload['UploadId']

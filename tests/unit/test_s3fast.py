@@ -155,6 +155,7 @@ def test_dropped_keep_alive_connection_is_replaced_once():
     assert (etag, sha, echoed) == ('x', hashlib.sha256(b'data').hexdigest(), True)
     assert server.requests[-1].endswith(b'\r\n\r\ndata')
     assert b'x-amz-checksum-sha256: ' + s3fast.b64_of_hex(sha).encode() in server.requests[-1]
+    assert b'content-type: application/octet-stream' in server.requests[-1]
     client.close()
     server.close()
 
@@ -216,6 +217,7 @@ def test_streamed_put_frames_the_body_and_sends_the_trailer(monkeypatch):
     assert client.put_stream('b', 'k', Trickle(), len(data)) == (None, sha, True)
     head, _sep, body = server.requests[0].partition(b'\r\n\r\n')
     assert b'Content-Length: %d' % s3fast.chunked_length(len(data), 7) in head
+    assert b'content-type: application/octet-stream' in head  # signed: a server need not sniff the body
     assert len(body) == s3fast.chunked_length(len(data), 7)
     assert body == (b'7\r\n0123456\r\n7\r\n789abcd\r\n6\r\nefghij\r\n0\r\nx-amz-checksum-sha256:'
                     + s3fast.b64_of_hex(sha).encode() + b'\r\n\r\n')
@@ -236,6 +238,7 @@ def test_streamed_put_with_the_source_md5_sends_the_body_as_it_is(monkeypatch):
     assert b'Content-Length: %d' % len(data) in head
     assert b'content-md5: ' + s3fast.b64_of_hex(md5).encode() in head
     assert b'x-amz-content-sha256: UNSIGNED-PAYLOAD' in head and b'aws-chunked' not in head
+    assert b'content-type: application/octet-stream' in head
     client.close()
     server.close()
     # Stored, but the server's ETag (not an MD5: SSE-KMS, say) does not show it stored these bytes: not proven.
