@@ -504,8 +504,8 @@ class FastS3(object):
         """
         path = self.path(bucket, name)
         if md5_hex:
-            headers = self._headers('PUT', path, 'UNSIGNED-PAYLOAD', {'content-md5': b64_of_hex(md5_hex),
-                                                                   'content-type': CONTENT_TYPE})
+            headers = self._headers('PUT', path, 'UNSIGNED-PAYLOAD', {
+                'content-md5': b64_of_hex(md5_hex), 'content-type': CONTENT_TYPE})
             request = self._request_bytes('PUT', path, headers, size)
         else:
             headers = self._headers('PUT', path, 'STREAMING-UNSIGNED-PAYLOAD-TRAILER', {
