@@ -334,6 +334,12 @@ class FastS3(object):
             ALGORITHM, self._access_key, scope, signed, signature)
         return headers
 
+    def _put_headers(self, path, payload_hash, extra):
+        """Signed headers of an object PUT: ``extra`` and the type every stored body is declared as."""
+        headers = {'content-type': CONTENT_TYPE}
+        headers.update(extra)
+        return self._headers('PUT', path, payload_hash, headers)
+
     @staticmethod
     def path(bucket, name):
         return '/%s/%s' % (quote(bucket, safe=''), quote(name, safe='/~'))
@@ -470,7 +476,7 @@ class FastS3(object):
         path = self.path(bucket, name)
         hexed = sha256_hex or hashlib.sha256(data).hexdigest()
         b64 = b64_of_hex(hexed)
-        headers = self._headers('PUT', path, hexed, {'x-amz-checksum-sha256': b64, 'content-type': CONTENT_TYPE})
+        headers = self._put_headers(path, hexed, {'x-amz-checksum-sha256': b64})
         status, answer, _body = self._simple('PUT', path, headers, data)
         if status != 200:
             raise FastPathMiss('PUT answered %d' % status)
@@ -480,7 +486,7 @@ class FastS3(object):
         """PUT ``data`` with a wrong ``x-amz-checksum-sha256``: True when the server refuses it for the digest
         (it checks checksums, nothing was stored), False when it stored it; anything else is a miss."""
         path = self.path(bucket, name)
-        headers = self._headers('PUT', path, hashlib.sha256(data).hexdigest(), {'x-amz-checksum-sha256': wrong_b64})
+        headers = self._put_headers(path, hashlib.sha256(data).hexdigest(), {'x-amz-checksum-sha256': wrong_b64})
         status, _answer, body = self._simple('PUT', path, headers, data)
         if status == 200:
             return False
@@ -504,13 +510,12 @@ class FastS3(object):
         """
         path = self.path(bucket, name)
         if md5_hex:
-            headers = self._headers('PUT', path, 'UNSIGNED-PAYLOAD', {
-                'content-md5': b64_of_hex(md5_hex), 'content-type': CONTENT_TYPE})
+            headers = self._put_headers(path, 'UNSIGNED-PAYLOAD', {'content-md5': b64_of_hex(md5_hex)})
             request = self._request_bytes('PUT', path, headers, size)
         else:
-            headers = self._headers('PUT', path, 'STREAMING-UNSIGNED-PAYLOAD-TRAILER', {
+            headers = self._put_headers(path, 'STREAMING-UNSIGNED-PAYLOAD-TRAILER', {
                 'content-encoding': 'aws-chunked', 'x-amz-decoded-content-length': str(size),
-                'x-amz-trailer': 'x-amz-checksum-sha256', 'content-type': CONTENT_TYPE})
+                'x-amz-trailer': 'x-amz-checksum-sha256'})
             request = self._request_bytes('PUT', path, headers, chunked_length(size, STREAM_CHUNK))
         try:
             conn = self._connect()  # a fresh connection: a stale kept-alive one would cost the stream
