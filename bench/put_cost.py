@@ -10,10 +10,10 @@ On this machine the S3 servers share the two cores with the copier, so a copy of
 bound by the CPU of the whole machine: what the server spends per byte counts as much as what the
 client spends. The forms, all through the collection's own fast-path client (``s3fast``) to server B:
 
-* ``unsigned``: ``UNSIGNED-PAYLOAD``, no checksum (what no verification costs);
-* ``unsigned+content-md5``: ``UNSIGNED-PAYLOAD`` with ``Content-MD5`` (rclone's single-part PUT and the
-  engine's streamed PUT of a single-part S3 source object, both taking the MD5 from the source's ETag,
-  so the server hashes no more than it does anyway; here the client computes it);
+* ``unsigned``: ``UNSIGNED-PAYLOAD``, no checksum header (the engine's streamed PUT of a single-part S3
+  source object, whose write the server's ETag proves against the source's MD5);
+* ``unsigned+content-md5``: ``UNSIGNED-PAYLOAD`` with ``Content-MD5`` (rclone's single-part PUT, taking
+  the MD5 from the source's ETag; here the client computes it);
 * ``signed+sha256-header``: the payload's SHA-256 signed and sent as ``x-amz-checksum-sha256`` (needs
   the whole object before sending: the engine's form up to the multipart threshold);
 * ``aws-chunked+sha256-trailer``: the engine's streamed PUT when the source has no plain MD5;

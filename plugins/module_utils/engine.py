@@ -79,8 +79,9 @@ RETRY_MAX_SECONDS = 8.0
 # A destination that read back (or confirmed) other bytes than were sent was written wrong on the way:
 # the object is copied again from the source, up to this many attempts in all, then it fails.
 WRITE_MISMATCH_ATTEMPTS = 3
-# A streamed copy hands the source's plain ETag (its MD5 of the bytes) to the destination to check; after
-# this many refusals in a run the source's ETags are taken not to be MD5s (SSE-KMS, say) and no longer sent.
+# A streamed copy hands the source's plain ETag (its MD5 of the bytes) to the destination, whose MD5 of what
+# it stored must be the same; after this many mismatches in a run the source's (or the destination's) ETags
+# are taken not to be content MD5s (SSE-KMS, say) and the source's are no longer used.
 MD5_REFUSALS_MAX = 3
 LAYOUTS = ('objects', 'anchore')
 OVERWRITE = ('never', 'if_different', 'always')
@@ -320,7 +321,8 @@ class WorkItem(object):
         # Set by DestIndex: dest_known True means dest_info (None = absent) comes from the destination's listing.
         self.dest_known = False
         self.dest_info = None
-        # The destination refused the source's MD5 for this object once: the next attempt does not send it.
+        # The destination stored this object with another MD5 than the source's once: the next attempt does
+        # not rely on the source's MD5 (it sends a SHA-256 trailer).
         self.md5_refused = False
 
 
@@ -631,7 +633,8 @@ class Migrator(object):
         sha, size, stored_size, stored_sha, server_sha = self._copy_objects_layout(item)
         if self.write_verification == 'server-checksum' and server_sha is not None:
             # The server checked what it stored against a digest of the bytes read from the source (their
-            # SHA-256, or the MD5 the source recorded for them) and refuses a mismatch; the SHA-256 returned
+            # SHA-256, refused on a mismatch, or the MD5 the source recorded for them, which its ETag
+            # matched: a store checks that and removes a mismatch); the SHA-256 returned
             # must be the one computed over those bytes (the content: the destination is uncompressed).
             if server_sha != stored_sha or stored_sha != sha:
                 raise IntegrityError('destination confirmed another SHA-256 than the source\'s (%s vs %s)'

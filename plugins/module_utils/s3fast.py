@@ -20,9 +20,9 @@ streams without a known MD5 carry their SHA-256 in ``x-amz-checksum-sha256``
 (a header, or an aws-chunked trailer so that the digest is computed while
 sending); a server that implements S3's checksums recomputes it over what it
 stored, refuses a mismatch (``BadDigest``) and echoes the value. A stream
-whose MD5 the source recorded (its plain ETag) carries that as
-``Content-MD5`` instead (S3 servers check it; SeaweedFS 4.48 was seen to),
-and the ETag answered is the server's MD5 of what it stored. The answer
+whose MD5 the source recorded (its plain ETag) goes as it is: the ETag
+answered is the server's MD5 of what it stored, and must be the source's
+(``Content-MD5`` would make SeaweedFS compute the MD5 twice). The answer
 tells whether the server proved the write, so that the engine can count it
 as verified without reading the object back.
 
@@ -45,6 +45,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import select
 import socket
 import ssl
 import threading
@@ -69,6 +70,10 @@ RECV_MAX = 128 * 1024
 # type guesses one from the bytes (SeaweedFS does, chunk by chunk).
 CONTENT_TYPE = 'application/octet-stream'
 IDLE_CONNECTIONS = 128
+# A streamed PUT goes over a kept-alive connection only when it has been idle this long at most (and the
+# server has not closed it): once the body has started, a connection found closed costs the whole object.
+# Reusing one saves a connection (and a TLS handshake) per object.
+STREAM_REUSE_IDLE = 2.0
 S3_NS = '{http://s3.amazonaws.com/doc/2006-03-01/}'
 # The codes of a server that checked a checksum sent with a request and found another digest.
 DIGEST_ERROR_CODES = frozenset(('BadDigest', 'InvalidDigest', 'XAmzContentChecksumMismatch',
@@ -91,8 +96,14 @@ class SourceFailed(Exception):
         self.error = error
 
 
-class DigestRefused(Exception):
-    """The server refused a streamed PUT because its bytes do not have the MD5 sent with it."""
+class OtherBytesStored(Exception):
+    """A streamed PUT was stored, but the server's MD5 of what it stored (its ETag) is not the one expected:
+    the bytes changed on the way, or the source's or this server's ETags are not content MD5s. The
+    caller removes the write (``version_id``, when the bucket keeps versions) and copies the object again."""
+
+    def __init__(self, etag, version_id):
+        super(OtherBytesStored, self).__init__('the server stored bytes whose ETag is %s' % (etag or 'missing'))
+        self.etag, self.version_id = etag, version_id
 
 
 class ShortStream(Exception):
@@ -138,7 +149,7 @@ def plain_md5(etag):
     """The ETag when it is a plain MD5 (32 hex digits, as S3 gives single-part objects), else None.
 
     A multipart upload's ETag (``<hex>-<parts>``) is not the content's MD5; neither is the ETag of an
-    object encrypted with SSE-KMS or SSE-C, which a server checking ``Content-MD5`` then refuses.
+    object encrypted with SSE-KMS or SSE-C, which a streamed copy then finds different from the source's.
     """
     etag = (etag or '').strip('"').lower()
     if len(etag) != 32 or any(char not in '0123456789abcdef' for char in etag):
@@ -178,6 +189,16 @@ class _Connection(object):
         self.sock = sock
         self.buffer = bytearray()
         self.reusable = True
+        self.idle_since = None
+
+    def still_open(self):
+        """False when the idle connection has something to read: the server closed it (or broke the protocol)."""
+        try:
+            poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+            return not poller.poll(0)
+        except (AttributeError, OSError, ValueError):  # no poll() here: not worth the risk
+            return False
 
     def send(self, data):
         self.sock.sendall(data)
@@ -357,14 +378,24 @@ class FastS3(object):
             raise
         return _Connection(sock)
 
-    def _take(self):
-        with self._lock:
-            if self._idle:
-                return self._idle.pop(), True
-        return self._connect(), False
+    def _take(self, max_idle=None):
+        """(connection, kept-alive?): the last one given back when there is one (idle at most ``max_idle``
+        seconds and still open, when that is asked), else a new one."""
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+                if conn is not None and max_idle is not None and time.monotonic() - conn.idle_since > max_idle:
+                    self._idle.append(conn)  # the newest is too old: so are the others, left for short requests
+                    conn = None
+            if conn is None:
+                return self._connect(), False
+            if max_idle is None or conn.still_open():
+                return conn, True
+            conn.close()
 
     def _give_back(self, conn):
         if conn.reusable and not conn.buffer:
+            conn.idle_since = time.monotonic()
             with self._lock:
                 if len(self._idle) < self._idle_max:
                     self._idle.append(conn)
@@ -499,18 +530,19 @@ class FastS3(object):
 
         Without ``md5_hex`` the SHA-256 goes as an aws-chunked trailer, which the server checks. With
         ``md5_hex`` (the MD5 the source recorded for these bytes: its plain ETag) the body goes as it is
-        (``UNSIGNED-PAYLOAD``) with that MD5 as ``Content-MD5``: the server refuses other bytes
-        (``DigestRefused``) and answers its own MD5 of what it stored as the ETag. That costs the
-        server far less than a trailer (it computes the MD5 for the ETag anyway).
+        (``UNSIGNED-PAYLOAD``), and the server's answer proves the write: its ETag is its own MD5 of
+        what it stored, which must be ``md5_hex`` (else ``OtherBytesStored``). That costs the server
+        nothing it does not do anyway; a trailer makes it hash every byte with SHA-256 as well, and
+        ``Content-MD5`` makes SeaweedFS compute the MD5 a second time (bench/put_cost.py).
 
         Returns (etag, sha256 hex of what was sent, True when the server proved it stored exactly
         those bytes: it echoed the SHA-256 trailer, or its ETag is ``md5_hex``). Before the body
         starts a failure is a miss (nothing was read from ``stream``); afterwards ``StreamBroken``,
-        ``SourceFailed`` (the stream's own error) or ``ShortStream``.
+        ``SourceFailed`` (the stream's own error), ``ShortStream`` or ``OtherBytesStored``.
         """
         path = self.path(bucket, name)
         if md5_hex:
-            headers = self._put_headers(path, 'UNSIGNED-PAYLOAD', {'content-md5': b64_of_hex(md5_hex)})
+            headers = self._put_headers(path, 'UNSIGNED-PAYLOAD', {})
             request = self._request_bytes('PUT', path, headers, size)
         else:
             headers = self._put_headers(path, 'STREAMING-UNSIGNED-PAYLOAD-TRAILER', {
@@ -518,7 +550,7 @@ class FastS3(object):
                 'x-amz-trailer': 'x-amz-checksum-sha256'})
             request = self._request_bytes('PUT', path, headers, chunked_length(size, STREAM_CHUNK))
         try:
-            conn = self._connect()  # a fresh connection: a stale kept-alive one would cost the stream
+            conn, _kept_alive = self._take(max_idle=STREAM_REUSE_IDLE)
             conn.send(request)
         except Exception as exc:
             raise FastPathMiss('PUT stream: %s: %s' % (type(exc).__name__, exc))
@@ -560,13 +592,12 @@ class FastS3(object):
             raise StreamBroken('PUT stream: %s: %s' % (type(exc).__name__, exc))
         self._give_back(conn)
         if status != 200:
-            code = _error_code(body)
-            if md5_hex and status == 400 and code in DIGEST_ERROR_CODES:
-                raise DigestRefused('PUT stream answered %d: %s' % (status, code))
-            raise StreamBroken('PUT stream answered %d: %s' % (status, code))
+            raise StreamBroken('PUT stream answered %d: %s' % (status, _error_code(body)))
         etag = (answer.get('etag') or '').strip('"') or None
         if md5_hex:
-            return etag, digest.hexdigest(), plain_md5(etag) == md5_hex.lower()
+            if plain_md5(etag) != md5_hex.lower():
+                raise OtherBytesStored(etag, answer.get('x-amz-version-id'))
+            return etag, digest.hexdigest(), True
         return etag, digest.hexdigest(), answer.get('x-amz-checksum-sha256') == b64
 
     def list_page(self, bucket, prefix, token=None, page_size=1000):

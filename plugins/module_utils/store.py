@@ -105,7 +105,7 @@ class ObjectStore(object):
         """Store ``stream`` (stored bytes) under ``key``; ``size`` may be None (unknown).
 
         ``source_md5``: the MD5 (hex) the source recorded for exactly these bytes, when it has one; a
-        driver may send it for its server to check the write against (S3 ``Content-MD5``).
+        driver may check the write against it (S3: the ETag of what the server stored must be that MD5).
 
         Returns the SHA-256 (hex) of the stored bytes when the backend itself checked them on receipt
         against a digest sent with the request (S3 checksums), else None: the engine then reads back.

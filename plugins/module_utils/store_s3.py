@@ -18,8 +18,9 @@ request), and the boto3 client is only made when a request needs it;
 whatever does not plainly succeed there is redone through boto3, so errors
 are produced and mapped exactly as before. Every PUT carries a digest of its
 bytes for the server to check: their SHA-256 (``x-amz-checksum-sha256``), or
-for a streamed PUT the source's MD5 (``Content-MD5``) when the engine has it,
-else an aws-chunked SHA-256 trailer. The environment
+for a streamed PUT, when the engine has the source's MD5, nothing more: the
+ETag of what the server stored must be that MD5; else an aws-chunked SHA-256
+trailer. The environment
 variable ``STORESHIFT_S3_FAST_PATH=0`` turns the fast path off; an endpoint
 that the environment sends through an HTTP proxy (``https_proxy`` and
 ``no_proxy``, as boto3 reads them) is left to boto3.
@@ -165,7 +166,6 @@ class S3Store(ObjectStore):
         self._secrets = spec.secrets() + [v for v in (cfg.get('access_key'),) if v]
         self._retention = None
         self._checksums_enforced = None
-        self._etags_are_md5 = True  # until a write shows otherwise (see _put_streamed)
 
         if not cfg.get('validate_certs', True):
             verify = False
@@ -577,10 +577,11 @@ class S3Store(ObjectStore):
         Every request carries a digest of its bytes for the server to check. Up to the multipart
         threshold and in multipart uploads that is their SHA-256 (``x-amz-checksum-sha256``, a header,
         one per part); a server that implements S3 checksums refuses a mismatch and echoes the value.
-        A streamed PUT carries ``source_md5`` (the source's plain ETag) as ``Content-MD5`` when given,
-        and the write counts as checked when the server's ETag (its MD5 of what it stored) is that
-        MD5; without it, the SHA-256 goes as an aws-chunked trailer. Only a checked write returns the
-        digest, and the engine may then count it as verified without reading it back.
+        A streamed PUT with ``source_md5`` (the source's plain ETag) is checked by the server's answer:
+        its ETag (its MD5 of what it stored) must be that MD5, else the write is removed again and an
+        IntegrityError raised (the engine copies the object again, with a SHA-256 trailer); without
+        it, the SHA-256 goes as an aws-chunked trailer. Only a checked write returns the digest, and
+        the engine may then count it as verified without reading it back.
         """
         extra = self._retention_args(immutable, retain_seconds)
         if metadata:
@@ -630,14 +631,15 @@ class S3Store(ObjectStore):
         return digest.hexdigest() if answer.get('ChecksumSHA256') == b64 else None
 
     def _put_streamed(self, key, name, stream, size, source_md5=None):
-        relay = source_md5 if self._etags_are_md5 else None
         try:
-            _etag, sha, proven = self._fast.put_stream(self.bucket, name, stream, size, relay)
-        except s3fast.DigestRefused as exc:
-            # Either the bytes changed on the way or the source's ETag is not its content's MD5: the
-            # engine copies the object again, the second time with a SHA-256 trailer.
-            raise errors.IntegrityError('%s refused the upload of %s: its bytes do not have the source\'s MD5 (%s)'
-                                        % (self.where, key, exc), step='verify', cause=_CHECKSUM_MISMATCH, key=key)
+            _etag, sha, proven = self._fast.put_stream(self.bucket, name, stream, size, source_md5)
+        except s3fast.OtherBytesStored as exc:
+            # The bytes changed on the way, or the source's (or this server's) ETags are not content MD5s:
+            # what was stored goes, and the engine copies the object again, with a SHA-256 trailer.
+            self._remove_unproven(name, exc.version_id)
+            raise errors.IntegrityError('%s stored %s with another MD5 than the source\'s (ETag %s)'
+                                        % (self.where, key, exc.etag), step='verify', cause=_CHECKSUM_MISMATCH,
+                                        key=key)
         except s3fast.SourceFailed as exc:
             raise _SourceError(exc.error)
         except s3fast.ShortStream as exc:
@@ -647,10 +649,16 @@ class S3Store(ObjectStore):
             # The stream is spent: the engine copies the object again from a fresh read.
             raise errors.TransientError('upload of %s to %s broke off: %s' % (key, self.where, exc), step='put',
                                         cause='transient upload failure', key=key)
-        if relay and not proven:
-            # This server's ETags are not MD5s (SSE-KMS, say): Content-MD5 cannot prove a write here.
-            self._etags_are_md5 = False
         return sha if proven else None
+
+    def _remove_unproven(self, name, version_id):
+        """Delete a write whose ETag disproved it (that version only, in a bucket that keeps versions). Best
+        effort: the next attempt overwrites it, and a run that gives up on the object has failed."""
+        args = {'VersionId': version_id} if version_id else {}
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=name, **args)
+        except Exception:  # the IntegrityError that follows is what the caller must see
+            pass
 
     def _part_size(self, size):
         part = self.chunk_size

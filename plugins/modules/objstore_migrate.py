@@ -143,10 +143,10 @@ options:
         C(multipart_threshold_mb)) and every part of a multipart upload carry the SHA-256 of their bytes
         in C(x-amz-checksum-sha256); the server hashes what it stores, refuses a mismatch and confirms
         the digest, and the object counts as copied when the confirmed digest is the one of the bytes
-        read from the source. A streamed PUT of an object whose source ETag is a plain MD5 carries that
-        MD5 as C(Content-MD5); the server refuses other bytes, and the object counts as copied when the
-        server's ETag of the write is that MD5 (other streamed PUTs carry the SHA-256 as an aws-chunked
-        trailer). This is used only where the server is seen refusing a wrong SHA-256 (one probe PUT per
+        read from the source. A streamed PUT of an object whose source ETag is a plain MD5 counts as
+        copied when the server's ETag of the write (its MD5 of what it stored) is that MD5; a write with
+        another ETag is deleted again and the object copied again with the SHA-256 as an aws-chunked
+        trailer, which other streamed PUTs carry too. This is used only where the server is seen refusing a wrong SHA-256 (one probe PUT per
         run, which such a server does not store) and the destination is not compressed; everywhere else,
         for the C(anchore) layout, and for any write the server did not prove, V(auto) reads back.
       - V(readback) reads every destination object back and compares the SHA-256 of its content.

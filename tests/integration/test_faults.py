@@ -251,8 +251,8 @@ def _spy_on_streamed_puts(monkeypatch, source_md5=None):
 
 def test_streamed_copy_is_proven_by_the_source_md5(s3_spec, s3b_spec, s3_client, s3b_client, tmp_path,
                                                    monkeypatch):
-    """A single-part source object's ETag is its MD5: its streamed PUT carries it as ``Content-MD5`` and the
-    destination's ETag (its own MD5 of what it stored) proves the write. A multipart source object (ETag
+    """A single-part source object's ETag is its MD5: the destination's ETag of its streamed PUT (its own MD5
+    of what it stored) must be that MD5, and proves the write. A multipart source object (ETag
     ``<hex>-<parts>``) gets the SHA-256 trailer instead."""
     from boto3.s3.transfer import TransferConfig
     expected = seed(s3_spec, 2, size=STREAMED_SIZE, prefix='single/')
@@ -277,10 +277,11 @@ def test_streamed_copy_is_proven_by_the_source_md5(s3_spec, s3b_spec, s3_client,
             assert sent[key] == [None]
 
 
-def test_source_md5_refused_is_copied_again_with_a_sha256_trailer(s3_spec, s3b_spec, tmp_path, monkeypatch):
-    """A source whose ETags are not its content's MD5: the destination refuses each such PUT (nothing is
-    stored), the object is copied again with a SHA-256 trailer, and after MD5_REFUSALS_MAX refusals the
-    run stops sending the source's ETags at all."""
+def test_source_md5_not_matched_is_copied_again_with_a_sha256_trailer(s3_spec, s3b_spec, s3b_client, tmp_path,
+                                                                      monkeypatch):
+    """A source whose ETags are not its content's MD5: the destination's ETag of each such PUT is not the
+    source's, the write is deleted and the object copied again with a SHA-256 trailer, and after
+    MD5_REFUSALS_MAX mismatches the run stops relying on the source's ETags at all."""
     expected = seed(s3_spec, 5, size=STREAMED_SIZE, prefix='kms/')
     sent = _spy_on_streamed_puts(monkeypatch, source_md5=hashlib.md5(b'not the content').hexdigest())
     result = migrator(s3_spec, s3b_spec, str(tmp_path / 'ledger.sqlite'), workers=1).run()
@@ -290,11 +291,16 @@ def test_source_md5_refused_is_copied_again_with_a_sha256_trailer(s3_spec, s3b_s
     forms = [md5 is not None for key in sorted(sent) for md5 in sent[key]]
     assert forms.count(True) == engine_module.MD5_REFUSALS_MAX == result['retries']
     assert all(md5s[-1] is None for md5s in sent.values())  # each object stored by its trailer PUT
+    bucket = s3b_spec['storage_driver']['config']['bucket']
+    for key in sent:  # what is there now is the trailer PUT's (checked by SHA-256), with the content's MD5
+        assert s3b_client.head_object(Bucket=bucket, Key=key)['ETag'].strip('"') == hashlib.md5(
+            s3b_client.get_object(Bucket=bucket, Key=key)['Body'].read()).hexdigest()
 
 
 def test_streamed_write_damaged_every_time_stores_nothing(s3_spec, s3b_spec, fault_proxy, tmp_path, monkeypatch):
-    """Every PUT body has a byte flipped on the way: the source's MD5 refuses the first attempt, the
-    SHA-256 trailer every later one; the object fails, and nothing damaged is left at the destination."""
+    """Every PUT body has a byte flipped on the way: the destination's MD5 of the first attempt is not the
+    source's (the write is deleted), the SHA-256 trailer refuses every later one; the object fails, and
+    nothing damaged is left at the destination."""
     seed(s3_spec, 1, size=STREAMED_SIZE, prefix='big/')
     monkeypatch.setattr(engine_module, 'RETRY_BASE_SECONDS', 0.05)
     proxy = fault_proxy(s3b_spec['storage_driver']['config']['url'], seed=3, corrupt_rate=1.0)
