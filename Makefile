@@ -82,6 +82,7 @@ molecule: venv link
 
 bench-smoke: venv link
 	$(PY) bench/bench.py --smoke
+	$(PY) bench/ab.py --count 2 --size 1048576 --runs 1
 
 bench: venv link stack-up
 	$(PY) bench/bench.py
