@@ -82,7 +82,7 @@ WRITE_MISMATCH_ATTEMPTS = 3
 # A streamed copy hands the source's plain ETag (its MD5 of the bytes) to the destination, whose MD5 of what
 # it stored must be the same; after this many mismatches in a run the source's (or the destination's) ETags
 # are taken not to be content MD5s (SSE-KMS, say) and the source's are no longer used.
-MD5_REFUSALS_MAX = 3
+MD5_MISMATCHES_MAX = 3
 LAYOUTS = ('objects', 'anchore')
 OVERWRITE = ('never', 'if_different', 'always')
 # How a write is proven: ``auto`` accepts the destination server's own check of what it stored (S3
@@ -308,7 +308,7 @@ class RateLimiter(object):
 # ---------------------------------------------------------------------------
 
 class WorkItem(object):
-    __slots__ = ('key', 'size', 'source_key', 'dest_key', 'doc', 'dest_known', 'dest_info', 'content', 'md5_refused')
+    __slots__ = ('key', 'size', 'source_key', 'dest_key', 'doc', 'dest_known', 'dest_info', 'content', 'md5_mismatched')
 
     def __init__(self, key, size=None, source_key=None, dest_key=None, doc=None, content=None):
         self.key = key
@@ -323,7 +323,7 @@ class WorkItem(object):
         self.dest_info = None
         # The destination stored this object with another MD5 than the source's once: the next attempt does
         # not rely on the source's MD5 (it sends a SHA-256 trailer).
-        self.md5_refused = False
+        self.md5_mismatched = False
 
 
 class DestIndex(object):
@@ -431,7 +431,7 @@ class Migrator(object):
         self.catalog = None
         self._lock = threading.Lock()
         self._retries = 0
-        self._md5_refusals = 0
+        self._md5_mismatches = 0
         self._listed = 0
         self._listed_bytes = 0
         self._results = queue.Queue()
@@ -594,7 +594,7 @@ class Migrator(object):
             # Byte for byte: one digest is the content's and the stored bytes' (and the driver may reuse it),
             # and the MD5 the source recorded for them is theirs too (the destination may check against it).
             source_md5 = getattr(raw, 'content_md5', None)
-            if item.md5_refused or self._md5_refusals >= MD5_REFUSALS_MAX:
+            if item.md5_mismatched or self._md5_mismatches >= MD5_MISMATCHES_MAX:
                 source_md5 = None
             try:
                 throttled = _Throttled(raw, self._bytes_limiter) if self._bytes_limiter.rate else raw
@@ -602,9 +602,9 @@ class Migrator(object):
                 server_sha = self._put(item.dest_key, stored, item.size, source_md5)
             except IntegrityError as exc:
                 if source_md5 and exc.step == 'verify':
-                    item.md5_refused = True
+                    item.md5_mismatched = True
                     with self._lock:
-                        self._md5_refusals += 1
+                        self._md5_mismatches += 1
                 raise
             finally:
                 raw.close()

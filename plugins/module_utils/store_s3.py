@@ -636,9 +636,9 @@ class S3Store(ObjectStore):
         except s3fast.OtherBytesStored as exc:
             # The bytes changed on the way, or the source's (or this server's) ETags are not content MD5s:
             # what was stored goes, and the engine copies the object again, with a SHA-256 trailer.
-            self._remove_unproven(name, exc.version_id)
-            raise errors.IntegrityError('%s stored %s with another MD5 than the source\'s (ETag %s)'
-                                        % (self.where, key, exc.etag), step='verify', cause=_CHECKSUM_MISMATCH,
+            left = self._remove_unproven(key, name, exc.version_id)
+            raise errors.IntegrityError('%s stored %s with another MD5 than the source\'s (ETag %s)%s'
+                                        % (self.where, key, exc.etag, left), step='verify', cause=_CHECKSUM_MISMATCH,
                                         key=key)
         except s3fast.SourceFailed as exc:
             raise _SourceError(exc.error)
@@ -651,14 +651,18 @@ class S3Store(ObjectStore):
                                         cause='transient upload failure', key=key)
         return sha if proven else None
 
-    def _remove_unproven(self, name, version_id):
-        """Delete a write whose ETag disproved it (that version only, in a bucket that keeps versions). Best
-        effort: the next attempt overwrites it, and a run that gives up on the object has failed."""
+    def _remove_unproven(self, key, name, version_id):
+        """Delete a write whose ETag disproved it (that version only, in a bucket that keeps versions).
+
+        Returns '' when it is gone, else what the error message adds: the next attempt overwrites it, but
+        an object that fails for good leaves it there, which the operator must know (and delete)."""
         args = {'VersionId': version_id} if version_id else {}
         try:
             self.client.delete_object(Bucket=self.bucket, Key=name, **args)
-        except Exception:  # the IntegrityError that follows is what the caller must see
-            pass
+        except Exception as exc:  # the IntegrityError that follows is what the caller must see
+            return '; the write could not be deleted (%s): delete it if the object is not copied again' % (
+                self._map_error(exc, 'delete', key))
+        return ''
 
     def _part_size(self, size):
         part = self.chunk_size

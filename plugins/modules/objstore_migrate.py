@@ -146,9 +146,10 @@ options:
         read from the source. A streamed PUT of an object whose source ETag is a plain MD5 counts as
         copied when the server's ETag of the write (its MD5 of what it stored) is that MD5; a write with
         another ETag is deleted again and the object copied again with the SHA-256 as an aws-chunked
-        trailer, which other streamed PUTs carry too. This is used only where the server is seen refusing a wrong SHA-256 (one probe PUT per
-        run, which such a server does not store) and the destination is not compressed; everywhere else,
-        for the C(anchore) layout, and for any write the server did not prove, V(auto) reads back.
+        trailer, which other streamed PUTs carry too. This is used only where the server is seen refusing
+        a wrong SHA-256 (one probe PUT per run, which such a server does not store) and the destination
+        is not compressed; everywhere else, for the C(anchore) layout, and for any write the server did
+        not prove, V(auto) reads back.
       - V(readback) reads every destination object back and compares the SHA-256 of its content.
       - O(delete_source=true) always reads back. Default V(auto).
       - Setting it together with O(verify_writes=false) is an error.

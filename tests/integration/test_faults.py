@@ -281,7 +281,7 @@ def test_source_md5_not_matched_is_copied_again_with_a_sha256_trailer(s3_spec, s
                                                                       monkeypatch):
     """A source whose ETags are not its content's MD5: the destination's ETag of each such PUT is not the
     source's, the write is deleted and the object copied again with a SHA-256 trailer, and after
-    MD5_REFUSALS_MAX mismatches the run stops relying on the source's ETags at all."""
+    MD5_MISMATCHES_MAX mismatches the run stops relying on the source's ETags at all."""
     expected = seed(s3_spec, 5, size=STREAMED_SIZE, prefix='kms/')
     sent = _spy_on_streamed_puts(monkeypatch, source_md5=hashlib.md5(b'not the content').hexdigest())
     result = migrator(s3_spec, s3b_spec, str(tmp_path / 'ledger.sqlite'), workers=1).run()
@@ -289,7 +289,7 @@ def test_source_md5_not_matched_is_copied_again_with_a_sha256_trailer(s3_spec, s
     assert result['write_verification'] == 'server-checksum'
     assert logical_digests(s3b_spec) == expected
     forms = [md5 is not None for key in sorted(sent) for md5 in sent[key]]
-    assert forms.count(True) == engine_module.MD5_REFUSALS_MAX == result['retries']
+    assert forms.count(True) == engine_module.MD5_MISMATCHES_MAX == result['retries']
     assert all(md5s[-1] is None for md5s in sent.values())  # each object stored by its trailer PUT
     bucket = s3b_spec['storage_driver']['config']['bucket']
     for key in sent:  # what is there now is the trailer PUT's (checked by SHA-256), with the content's MD5

@@ -184,3 +184,32 @@ def test_rustfs_status_mapping():
     assert store._map_error(refused, 'put').__class__ is errors.ConnectError
     assert store._map_error(requests.exceptions.ReadTimeout('read timed out'), 'put').__class__ is errors.TransientError
     assert store._map_error(requests.exceptions.ChunkedEncodingError('broken'), 'read').__class__ is errors.TransientError
+
+
+def test_streamed_write_with_another_md5_is_deleted_and_a_failed_delete_is_named(s3, monkeypatch):
+    """A streamed PUT whose ETag is not the source's MD5: that version is deleted; when the delete fails too,
+    the error says the write is still there (without the secret the server's message carried)."""
+    from ansible_collections.storeshift.objstore.plugins.module_utils import s3fast
+
+    def stored_other_bytes(*_args, **_kwargs):
+        raise s3fast.OtherBytesStored('0' * 32, 'v3')
+    monkeypatch.setattr(s3._fast, 'put_stream', stored_other_bytes)
+    deleted = []
+
+    class Client(object):
+        fail = False
+
+        def delete_object(self, **kwargs):
+            deleted.append(kwargs)
+            if self.fail:
+                raise client_error('AccessDenied', 403, 'no delete for ' + SECRET, op='DeleteObject')
+    s3.client = Client()
+    with pytest.raises(errors.IntegrityError) as caught:
+        s3._put_streamed('k', 'p/k', None, 10, 'a' * 32)
+    assert deleted == [{'Bucket': 'artefacts', 'Key': 'p/k', 'VersionId': 'v3'}]
+    assert 'another MD5' in str(caught.value) and 'could not be deleted' not in str(caught.value)
+    s3.client.fail = True
+    with pytest.raises(errors.IntegrityError) as caught:
+        s3._put_streamed('k', 'p/k', None, 10, 'a' * 32)
+    assert 'could not be deleted' in str(caught.value) and 'p/k' in str(caught.value)
+    assert_clean(caught.value)
