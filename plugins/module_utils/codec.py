@@ -226,11 +226,23 @@ class HashingReader(object):
     def read(self, size=-1):
         data = self._raw.read(size if size is not None else -1)
         if data:
-            self.sha256.update(data)
-            if self.md5 is not None:
-                self.md5.update(data)
-            self.size += len(data)
+            self._passed(data)
         return data
+
+    def _passed(self, data):
+        self.sha256.update(data)
+        if self.md5 is not None:
+            self.md5.update(data)
+        self.size += len(data)
+
+    def splice_source(self):
+        """The stream's splice source (s3fast.SpliceSource: its bytes moved by the kernel), hashing and
+        counting what it moves as read() does; None when it has none or reading has begun."""
+        opener = getattr(self._raw, 'splice_source', None)
+        source = opener() if opener is not None and not self.size else None
+        if source is not None:
+            source.observers.append(self._passed)
+        return source
 
     def hexdigest(self):
         return self.sha256.hexdigest()

@@ -43,11 +43,15 @@ __metaclass__ = type
 
 import base64
 import binascii
+import errno
+import fcntl
 import hashlib
 import hmac
+import os
 import select
 import socket
 import ssl
+import sys
 import threading
 import time
 from xml.etree import ElementTree
@@ -70,6 +74,19 @@ RECV_MAX = 128 * 1024
 # type guesses one from the bytes (SeaweedFS does, chunk by chunk).
 CONTENT_TYPE = 'application/octet-stream'
 IDLE_CONNECTIONS = 128
+# A streamed copy between two plain-HTTP endpoints moves the bytes from one socket to the other in the kernel
+# (splice through a pipe) and copies each piece once, peeked, for the digests: one copy of every byte through
+# Python instead of two, and 1 MiB handed to the destination at a time (its server wakes up less often).
+# Measured on 40 x 32 MiB: client CPU -11 %, wall -9 % (docs/performance.md). Linux only; Python 3.10+.
+SPLICE = sys.platform.startswith('linux') and hasattr(os, 'splice')
+SPLICE_PIPE = 1024 * 1024           # the pipe's size asked for (the default fs.pipe-max-size)
+# What is peeked (and hashed) at a time: 256 KiB still hashes from the cache and halves the calls of 128 KiB
+# (client CPU -4 %, wall -4 % on 40 x 32 MiB).
+SPLICE_PEEK = 256 * 1024
+F_SETPIPE_SZ = getattr(fcntl, 'F_SETPIPE_SZ', 1031)
+F_GETPIPE_SZ = getattr(fcntl, 'F_GETPIPE_SZ', 1032)
+# What a kernel that cannot splice these sockets answers: such a failure turns SPLICE off for the process.
+SPLICE_UNSUPPORTED = frozenset((errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP))
 # A streamed PUT goes over a kept-alive connection only when it has been idle this long at most (and the
 # server has not closed it): once the body has started, a connection found closed costs the whole object.
 # Reusing one saves a connection (and a TLS handshake) per object.
@@ -558,6 +575,9 @@ class FastS3(object):
         own = digest is None
         if own:
             digest = hashlib.sha256()
+        source = _splice_source(stream, conn)
+        if source is not None and own:
+            source.observers.append(digest.update)
         sent = 0
         b64 = None
         try:
@@ -569,6 +589,8 @@ class FastS3(object):
                 if not md5_hex:
                     conn.send(b'%x\r\n' % wanted)
                 end = sent + wanted
+                if source is not None:
+                    sent += source.move_to(conn.sock, wanted)  # what it could not move is read below
                 while sent < end:
                     data = _read_some(stream, end - sent)
                     if not data:
@@ -590,6 +612,9 @@ class FastS3(object):
         except Exception as exc:
             conn.close()
             raise StreamBroken('PUT stream: %s: %s' % (type(exc).__name__, exc))
+        finally:
+            if source is not None:
+                source.close()
         self._give_back(conn)
         if status != 200:
             raise StreamBroken('PUT stream answered %d: %s' % (status, _error_code(body)))
@@ -668,6 +693,14 @@ class FastBody(object):
             self.close()
         return data
 
+    def splice_source(self, map_error=None):
+        """A SpliceSource for the rest of this body when it comes over a plain TCP socket and this kernel
+        splices (else None); ``map_error`` turns the source's errors into the caller's."""
+        conn = self._conn
+        if not SPLICE or conn is None or self._left <= 0 or not _plain_socket(conn.sock):
+            return None
+        return SpliceSource(self, map_error)
+
     def close(self):
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -675,6 +708,161 @@ class FastBody(object):
                 self._client._give_back(conn)
             else:
                 conn.close()  # unread body: the socket cannot be reused
+
+
+class SpliceSource(object):
+    """The rest of a GET's body, moved to another socket by the kernel.
+
+    Each piece is peeked (``MSG_PEEK``: copied once, for ``observers``, the digests), then spliced from the
+    socket into a pipe, and the pipe into the destination's socket, 1 MiB at a time: the bytes do not pass
+    through Python a second time to be sent. What has been moved has been observed, in order, and nothing
+    else, so on a kernel that cannot splice these sockets the caller reads the rest where it stopped.
+    """
+
+    def __init__(self, body, map_error=None):
+        self._body = body
+        self._map_error = map_error
+        self.observers = []
+        self._pipe = None
+        self._capacity = 0
+        self._in_pipe = 0
+        self._moved = 0
+        self._view = None
+
+    def _source_failed(self, exc):
+        return SourceFailed(self._map_error(exc) if self._map_error is not None else exc)
+
+    def _observe(self, data):
+        for observer in self.observers:
+            observer(data)
+        self._moved += len(data)
+
+    def move_to(self, sink, count):
+        """Move up to ``count`` bytes of the body to the socket ``sink``; returns how many were moved (fewer
+        at the body's end, none once splicing turned out not to work here). The source's failures raise
+        SourceFailed, the sink's their own error."""
+        global SPLICE  # pylint: disable=global-statement
+        body = self._body
+        conn = body._conn
+        count = min(count, body._left) if conn is not None and SPLICE else 0
+        start = self._moved
+        try:
+            if count and conn.buffer:  # body bytes that came with the answer's head
+                data = bytes(conn.buffer[:count])
+                del conn.buffer[:len(data)]
+                self._observe(data)
+                sink.sendall(data)
+            if self._moved - start < count:
+                self._splice(conn.sock, sink, count - (self._moved - start))
+            self._drain(sink)
+        except _SpliceRefused:
+            SPLICE = False
+            self._copy_out(sink)
+        finally:
+            body._left -= self._moved - start
+            if body._left <= 0:
+                body.close()
+        return self._moved - start
+
+    def _open_pipe(self):
+        pipe_r, pipe_w = os.pipe()
+        self._pipe = (pipe_r, pipe_w)
+        try:
+            fcntl.fcntl(pipe_w, F_SETPIPE_SZ, SPLICE_PIPE)
+        except OSError:  # over the user's quota of pipe memory: the size it has
+            pass
+        self._capacity = fcntl.fcntl(pipe_w, F_GETPIPE_SZ)
+        self._view = memoryview(bytearray(min(SPLICE_PEEK, self._capacity)))
+
+    def _splice(self, source, sink, count):
+        """Peek, observe and splice ``count`` bytes from ``source`` into the pipe, draining it into ``sink``."""
+        if self._pipe is None:
+            self._open_pipe()
+        pipe_w, source_fd, view = self._pipe[1], source.fileno(), self._view
+        while count:
+            if self._in_pipe >= self._capacity:
+                self._drain(sink)
+            piece = min(count, len(view), self._capacity - self._in_pipe)
+            try:
+                got = source.recv_into(view, piece, socket.MSG_PEEK)
+            except Exception as exc:
+                raise self._source_failed(exc)
+            if not got:
+                raise self._source_failed(ConnectionError('connection closed by the server'))
+            done = 0
+            while done < got:
+                try:
+                    spliced = os.splice(source_fd, pipe_w, got - done, flags=os.SPLICE_F_NONBLOCK)
+                except BlockingIOError:  # the pipe is full (a slot per piece of a packet): empty it first
+                    if not self._in_pipe:
+                        raise self._source_failed(ConnectionError('peeked bytes could not be moved'))
+                    self._drain(sink)
+                    continue
+                except OSError as exc:
+                    if exc.errno in SPLICE_UNSUPPORTED:
+                        raise _SpliceRefused()
+                    raise self._source_failed(exc)
+                if not spliced:
+                    raise self._source_failed(ConnectionError('connection closed by the server'))
+                self._observe(view[done:done + spliced])
+                done += spliced
+                self._in_pipe += spliced
+            count -= got
+
+    def _drain(self, sink):
+        """Splice what is in the pipe into ``sink``, waiting (its timeout) while its send buffer is full."""
+        while self._in_pipe:
+            try:
+                spliced = os.splice(self._pipe[0], sink.fileno(), self._in_pipe)
+            except BlockingIOError:
+                if not _wait_writable(sink):
+                    raise socket.timeout('timed out sending to the server')
+                continue
+            except OSError as exc:
+                if exc.errno in SPLICE_UNSUPPORTED:
+                    raise _SpliceRefused()
+                raise
+            if not spliced:
+                raise ConnectionError('the pipe ran dry')
+            self._in_pipe -= spliced
+
+    def _copy_out(self, sink):
+        """Send what is in the pipe through Python (the kernel refused to splice it)."""
+        while self._in_pipe:
+            data = os.read(self._pipe[0], self._in_pipe)
+            if not data:
+                raise ConnectionError('the pipe ran dry')
+            sink.sendall(data)
+            self._in_pipe -= len(data)
+
+    def close(self):
+        pipe, self._pipe = self._pipe, None
+        for end in pipe or ():
+            os.close(end)
+
+
+class _SpliceRefused(Exception):
+    """The kernel cannot splice these sockets (what was moved before is in the pipe)."""
+
+
+def _wait_writable(sock):
+    timeout = sock.gettimeout()
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    return bool(poller.poll(None if timeout is None else timeout * 1000))
+
+
+def _plain_socket(sock):
+    """True for a TCP socket whose bytes on the wire are the HTTP ones (not TLS)."""
+    return isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket)
+
+
+def _splice_source(stream, conn):
+    """The stream's SpliceSource when both ends are plain TCP sockets and this kernel splices, else None."""
+    if not SPLICE or not _plain_socket(conn.sock):
+        return None
+    opener = getattr(stream, 'splice_source', None)
+    return opener() if opener is not None else None
 
 
 def _read_some(stream, size):

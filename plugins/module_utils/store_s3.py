@@ -132,6 +132,13 @@ class _S3Reader(object):
         except Exception as exc:  # botocore / urllib3 / socket errors while streaming
             raise self._store._map_error(exc, 'read', self._key)
 
+    def splice_source(self):
+        """The fast path body's splice source (s3fast.SpliceSource), its errors mapped as read()'s, or None."""
+        opener = getattr(self._body, 'splice_source', None)
+        if opener is None:
+            return None
+        return opener(map_error=lambda exc: self._store._map_error(exc, 'read', self._key))
+
     def close(self):
         try:
             self._body.close()

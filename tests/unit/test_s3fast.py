@@ -9,15 +9,19 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
 import hashlib
 import io
+import os
 import socket
+import ssl
+import stat
 import threading
 import time
 
 import pytest
 
-from ansible_collections.storeshift.objstore.plugins.module_utils import s3fast  # noqa: E402
+from ansible_collections.storeshift.objstore.plugins.module_utils import codec, s3fast  # noqa: E402
 
 
 def test_signature_matches_the_aws_example(monkeypatch):
@@ -351,3 +355,112 @@ def test_proxied_endpoints_are_left_to_boto3(monkeypatch):
     monkeypatch.setenv('no_proxy', 's3.internal,127.0.0.1')
     assert s3fast.proxied('http://s3.internal:9000') is False
     assert s3fast.proxied('http://other.internal:9000') is True
+
+
+def _get_answer(data, etag=None):
+    return b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nETag: "%s"\r\n\r\n%s' % (
+        len(data), (etag or hashlib.md5(data).hexdigest()).encode(), data)
+
+
+class _CountedSplice(object):
+    """os.splice, counted; after ``refuse_after`` calls, it refuses ``refuse`` (a socket or a pipe as the
+    source) as a kernel that cannot splice it does."""
+
+    def __init__(self, refuse_after=None, refuse='socket'):
+        self.calls = 0
+        self.refuse_after = refuse_after
+        self.refuse = refuse
+        self._splice = s3fast.os.splice
+
+    def __call__(self, source, *args, **kwargs):
+        from_socket = stat.S_ISSOCK(os.fstat(source).st_mode)
+        if self.refuse_after is not None and self.calls >= self.refuse_after and \
+                from_socket == (self.refuse == 'socket'):
+            raise OSError(errno.EINVAL, 'Invalid argument')
+        self.calls += 1
+        return self._splice(source, *args, **kwargs)
+
+
+@pytest.mark.skipif(not s3fast.SPLICE, reason='this kernel or Python cannot splice')
+@pytest.mark.parametrize('md5, pipe_size', [(True, s3fast.SPLICE_PIPE), (False, s3fast.SPLICE_PIPE), (True, 4096)])
+def test_streamed_copy_between_plain_sockets_moves_the_bytes_in_the_kernel(monkeypatch, md5, pipe_size):
+    monkeypatch.setattr(s3fast, 'STREAM_CHUNK', 256 * 1024 + 3)  # pieces and chunks that do not line up
+    monkeypatch.setattr(s3fast, 'SPLICE_PIPE', pipe_size)  # 4096: the pipe fills up before each piece is in
+    splice = _CountedSplice()
+    monkeypatch.setattr(s3fast.os, 'splice', splice)
+    data = bytes(bytearray(range(256))) * (3 * 4096) + b'tail'  # 3 MiB + 4: the head's read takes some of it
+    sha, source_md5 = hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()
+    source = ScriptedServer([_get_answer(data), _get_answer(b'next')])
+    dest = ScriptedServer([b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: "%s"\r\nx-amz-checksum-sha256: %s\r\n\r\n'
+                           % (source_md5.encode(), s3fast.b64_of_hex(sha).encode())])
+    reader, writer = _client(source), _client(dest)
+    body = reader.get('b', 'k')
+    stream = codec.HashingReader(body, md5=True)
+    answer = writer.put_stream('b', 'k', stream, len(data), source_md5 if md5 else None)
+    assert answer == (source_md5, sha, True)
+    assert splice.calls > 0  # the bytes went through the kernel, not through Python
+    # What was moved is what was hashed and counted, and the server got it byte for byte.
+    assert (stream.size, stream.hexdigest(), stream.md5_hexdigest()) == (len(data), sha, source_md5)
+    head, _sep, sent = dest.requests[0].partition(b'\r\n\r\n')
+    if md5:
+        assert sent == data
+    else:
+        chunk = s3fast.STREAM_CHUNK
+        framed = b''.join(b'%x\r\n%s\r\n' % (len(data[i:i + chunk]), data[i:i + chunk])
+                          for i in range(0, len(data), chunk))
+        assert sent == framed + b'0\r\nx-amz-checksum-sha256:' + s3fast.b64_of_hex(sha).encode() + b'\r\n\r\n'
+    # The source's body was read to its end: its connection serves the next request.
+    assert reader.get('b', 'next').read() == b'next' and source.connections == 1
+    for closing in (reader, writer, source, dest):
+        closing.close()
+
+
+@pytest.mark.skipif(not s3fast.SPLICE, reason='this kernel or Python cannot splice')
+@pytest.mark.parametrize('refuse_after, refuse', [(0, 'socket'), (3, 'socket'), (3, 'pipe')])
+def test_a_kernel_that_cannot_splice_leaves_the_copy_to_python(monkeypatch, refuse_after, refuse):
+    monkeypatch.setattr(s3fast, 'SPLICE', True)  # restored after the test: the refusal turns it off
+    monkeypatch.setattr(s3fast.os, 'splice', _CountedSplice(refuse_after, refuse))
+    data = bytes(bytearray(range(256))) * 8192  # 2 MiB
+    md5 = hashlib.md5(data).hexdigest()
+    source = ScriptedServer([_get_answer(data)])
+    dest = ScriptedServer([b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: "%s"\r\n\r\n' % md5.encode()])
+    reader, writer = _client(source), _client(dest)
+    stream = codec.HashingReader(reader.get('b', 'k'))
+    assert writer.put_stream('b', 'k', stream, len(data), md5) == (md5, hashlib.sha256(data).hexdigest(), True)
+    assert dest.requests[0].partition(b'\r\n\r\n')[2] == data and stream.size == len(data)
+    assert s3fast.SPLICE is False  # the next streams are read and sent by Python from the start
+    for closing in (reader, writer, source, dest):
+        closing.close()
+
+
+@pytest.mark.skipif(not s3fast.SPLICE, reason='this kernel or Python cannot splice')
+def test_a_source_that_breaks_off_during_a_spliced_copy_fails_as_the_source(monkeypatch):
+    data = b'x' * (2 * 1024 * 1024)
+    md5 = hashlib.md5(data).hexdigest()
+    cut = b'HTTP/1.1 200 OK\r\nContent-Length: %d\r\nETag: "%s"\r\n\r\n%s' % (len(data), md5.encode(), data[:700000])
+    source = ScriptedServer([(cut, CLOSE)])
+    dest = ScriptedServer([b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'])
+    reader, writer = _client(source), _client(dest)
+    body = reader.get('b', 'k')
+    mapped = []
+    monkeypatch.setattr(body, 'splice_source',
+                        lambda real=body.splice_source: real(map_error=lambda exc: mapped.append(exc) or 'mapped'))
+    with pytest.raises(s3fast.SourceFailed) as caught:
+        writer.put_stream('b', 'k', codec.HashingReader(body), len(data), md5)
+    assert caught.value.error == 'mapped' and isinstance(mapped[0], ConnectionError)
+    body.close()
+    for closing in (reader, writer, source, dest):
+        closing.close()
+
+
+def test_tls_sockets_are_not_spliced():
+    class Conn(object):  # the bytes of a TLS socket on the wire are not the body's
+        sock = ssl.create_default_context().wrap_socket(socket.socket(), server_hostname='example.com',
+                                                        do_handshake_on_connect=False)
+
+    class Stream(object):
+        def splice_source(self):
+            raise AssertionError('asked for a splice source over a TLS socket')
+
+    assert s3fast._splice_source(Stream(), Conn()) is None
+    Conn.sock.close()
