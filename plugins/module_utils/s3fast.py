@@ -77,7 +77,7 @@ IDLE_CONNECTIONS = 128
 # A streamed copy between two plain-HTTP endpoints moves the bytes from one socket to the other in the kernel
 # (splice through a pipe) and copies each piece once, peeked, for the digests: one copy of every byte through
 # Python instead of two, and 1 MiB handed to the destination at a time (its server wakes up less often).
-# Measured on 40 x 32 MiB: client CPU -11 %, wall -9 % (docs/performance.md). Linux only; Python 3.10+.
+# Measured on 40 x 32 MiB: client CPU -11 %, wall -8 % (docs/performance.md). Linux only; Python 3.10+.
 SPLICE = sys.platform.startswith('linux') and hasattr(os, 'splice')
 SPLICE_PIPE = 1024 * 1024           # the pipe's size asked for (the default fs.pipe-max-size)
 # What is peeked (and hashed) at a time: 256 KiB still hashes from the cache and halves the calls of 128 KiB
