@@ -388,7 +388,8 @@ def test_streamed_copy_between_plain_sockets_moves_the_bytes_in_the_kernel(monke
     monkeypatch.setattr(s3fast, 'SPLICE_PIPE', pipe_size)  # 4096: the pipe fills up before each piece is in
     splice = _CountedSplice()
     monkeypatch.setattr(s3fast.os, 'splice', splice)
-    data = bytes(bytearray(range(256))) * (3 * 4096) + b'tail'  # 3 MiB + 4: the head's read takes some of it
+    data = os.urandom(3 * 1024 * 1024) + b'tail'  # 3 MiB + 4 (random: pieces out of order would show); the
+    # head's read takes some of it
     sha, source_md5 = hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()
     source = ScriptedServer([_get_answer(data), _get_answer(b'next')])
     dest = ScriptedServer([b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: "%s"\r\nx-amz-checksum-sha256: %s\r\n\r\n'
@@ -420,7 +421,7 @@ def test_streamed_copy_between_plain_sockets_moves_the_bytes_in_the_kernel(monke
 def test_a_kernel_that_cannot_splice_leaves_the_copy_to_python(monkeypatch, refuse_after, refuse):
     monkeypatch.setattr(s3fast, 'SPLICE', True)  # restored after the test: the refusal turns it off
     monkeypatch.setattr(s3fast.os, 'splice', _CountedSplice(refuse_after, refuse))
-    data = bytes(bytearray(range(256))) * 8192  # 2 MiB
+    data = os.urandom(2 * 1024 * 1024)
     md5 = hashlib.md5(data).hexdigest()
     source = ScriptedServer([_get_answer(data)])
     dest = ScriptedServer([b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: "%s"\r\n\r\n' % md5.encode()])
