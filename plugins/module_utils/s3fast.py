@@ -739,8 +739,8 @@ class SpliceSource(object):
 
     def move_to(self, sink, count):
         """Move up to ``count`` bytes of the body to the socket ``sink``; returns how many were moved (fewer
-        at the body's end, none once splicing turned out not to work here). The source's failures raise
-        SourceFailed, the sink's their own error."""
+        at the body's end or when the kernel refused to splice, none once it has). The source's failures
+        raise SourceFailed, the sink's their own error."""
         global SPLICE  # pylint: disable=global-statement
         body = self._body
         conn = body._conn
