@@ -90,14 +90,24 @@ class PeekReader(object):
             close()
 
 
-class ZlibReader(object):
-    """Decompresses a zlib stream on the fly."""
+class _DecodingReader(object):
+    """Decodes a stream on the fly, CHUNK bytes of the raw stream at a time. Subclasses say how a chunk
+    is decoded (``_decode``), what ends the stream (``_finish``, which raises IntegrityError when the
+    data is truncated) and which errors of their library mean corrupt data (``_corrupt``)."""
+
+    _corrupt = ()
+    _name = ''
 
     def __init__(self, raw):
         self._raw = raw
-        self._inflater = zlib.decompressobj()
         self._pending = b''
         self._eof = False
+
+    def _decode(self, chunk):
+        raise NotImplementedError
+
+    def _finish(self):
+        raise NotImplementedError
 
     def read(self, size=-1):
         if size is None or size < 0:
@@ -112,14 +122,12 @@ class ZlibReader(object):
             chunk = self._raw.read(CHUNK)
             try:
                 if chunk:
-                    self._pending += self._inflater.decompress(chunk)
+                    self._pending += self._decode(chunk)
                 else:
-                    self._pending += self._inflater.flush()
                     self._eof = True
-                    if not self._inflater.eof:
-                        raise IntegrityError('zlib data is truncated', step='decode')
-            except zlib.error as exc:
-                raise IntegrityError('zlib data is corrupt: %s' % exc, step='decode')
+                    self._pending += self._finish()
+            except self._corrupt as exc:
+                raise IntegrityError('%s data is corrupt: %s' % (self._name, exc), step='decode')
         data, self._pending = self._pending[:size], self._pending[size:]
         return data
 
@@ -129,18 +137,40 @@ class ZlibReader(object):
             close()
 
 
-class ZstdReader(object):
+class ZlibReader(_DecodingReader):
+    """Decompresses a zlib stream on the fly."""
+
+    _corrupt = (zlib.error,)
+    _name = 'zlib'
+
+    def __init__(self, raw):
+        super(ZlibReader, self).__init__(raw)
+        self._inflater = zlib.decompressobj()
+
+    def _decode(self, chunk):
+        return self._inflater.decompress(chunk)
+
+    def _finish(self):
+        tail = self._inflater.flush()
+        if not self._inflater.eof:
+            raise IntegrityError('zlib data is truncated', step='decode')
+        return tail
+
+
+class ZstdReader(_DecodingReader):
     """Decompresses zstd frames on the fly; a truncated or corrupt stream raises IntegrityError."""
+
+    _name = 'zstd'
 
     def __init__(self, raw):
         _need_zstd()
-        self._raw = raw
+        super(ZstdReader, self).__init__(raw)
+        self._corrupt = (zstandard.ZstdError,)
         self._decompressor = zstandard.ZstdDecompressor().decompressobj()
-        self._pending = b''
-        self._eof = False
         self._frame_started = False
 
-    def _feed(self, chunk):
+    def _decode(self, chunk):
+        self._frame_started = True
         output = b''
         while chunk:
             output += self._decompressor.decompress(chunk)
@@ -152,34 +182,10 @@ class ZstdReader(object):
                 self._frame_started = bool(chunk)
         return output
 
-    def read(self, size=-1):
-        if size is None or size < 0:
-            parts = [self._pending]
-            self._pending = b''
-            while True:
-                part = self.read(CHUNK)
-                if not part:
-                    return b''.join(parts)
-                parts.append(part)
-        while len(self._pending) < size and not self._eof:
-            chunk = self._raw.read(CHUNK)
-            try:
-                if chunk:
-                    self._frame_started = True
-                    self._pending += self._feed(chunk)
-                else:
-                    self._eof = True
-                    if self._frame_started:
-                        raise IntegrityError('zstd data is truncated', step='decode')
-            except zstandard.ZstdError as exc:
-                raise IntegrityError('zstd data is corrupt: %s' % exc, step='decode')
-        data, self._pending = self._pending[:size], self._pending[size:]
-        return data
-
-    def close(self):
-        close = getattr(self._raw, 'close', None)
-        if close:
-            close()
+    def _finish(self):
+        if self._frame_started:
+            raise IntegrityError('zstd data is truncated', step='decode')
+        return b''
 
 
 class ChunkedCompressor(object):
