@@ -10,7 +10,9 @@
 Every contender runs as its own child process; the parent polls the child's
 process tree with psutil for the peak RSS (sum over the tree) and takes the
 CPU seconds (user + sys) of the tree from ``getrusage(RUSAGE_CHILDREN)``.
-Contenders of a case alternate (A B C A B C ...) and the table shows medians.
+Contenders of a case alternate (A B C A B C ...), after one uncounted warm-up
+run of the first (the first run on an idle stack costs its servers more), and
+the table shows medians.
 Each run writes into a fresh destination bucket (and a fresh ledger), which
 is emptied and dropped afterwards; sources are generated once per bench run
 in fresh buckets / a fresh database and dropped at the end.
@@ -61,6 +63,9 @@ FULL = {
     'db_rows': 5000, 'db_size': 16 * KIB,
     'resume_n': 5000, 'resume_rate': None,
     'runs': 3, 'workers': 32,
+    # Large objects: 5 runs (a run of 40 x 32 MiB moves by +-15 % here, whoever copies: a median of 3 is too
+    # close to one run's luck).
+    'large_runs': 5,
 }
 SMOKE = {
     'small_n': 50, 'small_size': 16 * KIB,
@@ -69,7 +74,7 @@ SMOKE = {
     'huge_size': 12 * MIB,        # above the multipart threshold: the streaming path
     'db_rows': 50, 'db_size': 16 * KIB,
     'resume_n': 200, 'resume_rate': 100.0,  # throttled so the kill lands mid-run
-    'runs': 1, 'workers': 8,
+    'runs': 1, 'workers': 8, 'large_runs': 1,
 }
 CASES = ('s3_small', 's3_small_10k', 's3_large', 's3_huge', 'db_s3', 's3_rustfs', 'resume')
 PLAYBOOK = """---
@@ -94,7 +99,13 @@ PLAYBOOK = """---
 
 def read_env(path=ENV_FILE):
     if not os.path.exists(path):
-        raise SystemExit('bench: %s is missing: start the stack first (python tests/stack/stack.py up)' % path)
+        raise SystemExit('bench: %s is missing: start the stack first (make stack-up)' % path)
+    # The env file outlives the servers (a reboot, a killed session): ask the stack before seeding.
+    status = subprocess.run([PYTHON, os.path.join(REPO, 'tests', 'stack', 'stack.py'), 'status'],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    if status.returncode != 0:
+        raise SystemExit('bench: the stack is not running (stack.py status below): start it with make stack-up\n'
+                         + status.stdout.rstrip())
     env = {}
     with open(path) as handle:
         for line in handle:
@@ -538,6 +549,7 @@ class Bench(object):
         with open(self.playbook, 'w') as handle:
             handle.write(PLAYBOOK)
         self.runs = []          # every single run
+        self.warmups = []       # each case's uncounted first run
         self.commands = {}      # contender -> command template
         self.cleanup = []       # (callable, args)
         self.resume = None
@@ -626,34 +638,45 @@ class Bench(object):
         return path
 
     # -- a case: alternate the contenders -------------------------------------
-    def case(self, name, objects, nbytes, contenders, check, drop):
-        """``contenders``: [(label, fn(dst) -> result)]; ``check(dst)`` -> (count, bytes); ``drop(dst)``."""
+    def case(self, name, objects, nbytes, contenders, check, drop, runs=None):
+        """``contenders``: [(label, fn(dst) -> result)]; ``check(dst)`` -> (count, bytes); ``drop(dst)``.
+
+        One uncounted warm-up run of the first contender comes first (not in a smoke run): the run after
+        a seeding and an idle stack cost the destination server about 1.5 CPU seconds more in system
+        time than the runs after it (40 x 32 MiB), and that run was always the first contender's."""
+        runs = runs or self.sizes['runs']
         say('case %s: %d objects, %.1f MiB, contenders %s' % (name, objects, nbytes / MIB,
                                                               ', '.join(c[0] for c in contenders)))
-        for rep in range(self.sizes['runs']):
-            for label, fn in contenders:
-                dst = unique('bd-%s' % name.replace('_', ''))[:63]
-                settle(limit=2.0 if self.args.smoke else 20.0)
-                result = fn(dst)
-                count, total = check(dst)
-                result.pop('stdout', None)
-                result.pop('stderr', None)
-                result.update({'case': name, 'contender': label, 'rep': rep, 'objects': objects, 'bytes': nbytes,
-                               'dest_objects': count, 'dest_bytes': total})
-                if count != objects or total != nbytes:
-                    result['ok'] = False
-                    say('  %s: destination holds %d objects / %d bytes, expected %d / %d'
-                        % (label, count, total, objects, nbytes))
-                drop(dst)
-                self.runs.append(result)
-                say('  run %d %-16s %7.2f s  %8.1f obj/s  %7.1f MiB/s  cpu %6.2f s  server cpu %6.2f s  rss %6.1f MiB%s'
-                    % (rep + 1, label, result['wall_s'], objects / result['wall_s'],
-                       nbytes / MIB / result['wall_s'], result['cpu_s'], result['server_cpu_s'],
-                       result['peak_rss'] / MIB,
-                       '' if result['ok'] else '  FAILED'))
+        if not self.args.smoke:
+            self.warmups.append(self._one_run(name, objects, nbytes, contenders[0], check, drop, None))
+        for rep in range(runs):
+            for contender in contenders:
+                self.runs.append(self._one_run(name, objects, nbytes, contender, check, drop, rep))
+
+    def _one_run(self, name, objects, nbytes, contender, check, drop, rep):
+        """One run of one contender into a fresh destination; ``rep`` None: the uncounted warm-up."""
+        label, fn = contender
+        dst = unique('bd-%s' % name.replace('_', ''))[:63]
+        settle(limit=2.0 if self.args.smoke else 20.0)
+        result = fn(dst)
+        count, total = check(dst)
+        result.pop('stdout', None)
+        result.pop('stderr', None)
+        result.update({'case': name, 'contender': label, 'rep': rep, 'objects': objects, 'bytes': nbytes,
+                       'dest_objects': count, 'dest_bytes': total})
+        if count != objects or total != nbytes:
+            result['ok'] = False
+            say('  %s: destination holds %d objects / %d bytes, expected %d / %d'
+                % (label, count, total, objects, nbytes))
+        drop(dst)
+        say('  %-6s %-16s %7.2f s  %8.1f obj/s  %7.1f MiB/s  cpu %6.2f s  server cpu %6.2f s  rss %6.1f MiB%s'
+            % ('warmup' if rep is None else 'run %d' % (rep + 1), label, result['wall_s'], objects / result['wall_s'],
+               nbytes / MIB / result['wall_s'], result['cpu_s'], result['server_cpu_s'], result['peak_rss'] / MIB,
+               '' if result['ok'] else '  FAILED'))
+        return result
 
     def s3_case(self, name, src_bucket, objects, nbytes, with_playbook=False, with_engine=True, loop=True,
-                rclone_default=True, with_readback=True):
+                rclone_default=True, with_readback=True, runs=None):
         st = self.stack
         src_spec = st.s3_spec('a', src_bucket)
         workers = self.sizes['workers']
@@ -675,7 +698,7 @@ class Bench(object):
             contenders.append(('loop', lambda dst: self.run_loop({
                 'kind': 's3', 'src': st.s3['a'], 'dst': st.s3['b'], 'src_bucket': src_bucket, 'dst_bucket': dst})))
         self.case(name, objects, nbytes, contenders, lambda dst: s3_count(st, 'b', dst),
-                  lambda dst: s3_drop(st, 'b', dst))
+                  lambda dst: s3_drop(st, 'b', dst), runs=runs)
 
     # -- the cases ---------------------------------------------------------------
     def source_bucket(self, label, count, size):
@@ -706,12 +729,12 @@ class Bench(object):
     def do_s3_large(self):
         n, size = self.sizes['large_n'], self.sizes['large_size']
         bucket = self.source_bucket('large', n, size)
-        self.s3_case('s3_large', bucket, n, n * size)
+        self.s3_case('s3_large', bucket, n, n * size, runs=self.sizes['large_runs'])
 
     def do_s3_huge(self):
         size = self.sizes['huge_size']
         bucket = self.source_bucket('huge', 1, size)
-        self.s3_case('s3_huge', bucket, 1, size)
+        self.s3_case('s3_huge', bucket, 1, size, runs=self.sizes['large_runs'])
 
     def do_db_s3(self):
         st = self.stack
@@ -869,10 +892,14 @@ class Bench(object):
                     ' '.join('%.2f' % w for w in m['walls']), ', '.join(m['write_verification'])))
         targets = self.targets(med)
         machine = machine_info()
+        large_runs = ('' if self.sizes['large_runs'] == self.sizes['runs']
+                      else ' (%d for s3_large and s3_huge)' % self.sizes['large_runs'])
         text = ['# Benchmark results %s%s' % (self.tag, ' (smoke: tiny data sets, numbers mean nothing)'
                                               if self.args.smoke else ''), '',
-                'Total bench time %.0f s; %d run(s) per contender, alternating; medians.' % (
-                    self.elapsed, self.sizes['runs']), '',
+                'Total bench time %.0f s; %d run(s) per contender%s, alternating, '
+                'after one uncounted warm-up run of each case\'s first contender%s; medians.' % (
+                    self.elapsed, self.sizes['runs'], large_runs, ' (none in a smoke run)'
+                    if self.args.smoke else ''), '',
                 '## Results', ''] + lines + ['']
         if self.resume:
             r = self.resume
@@ -899,7 +926,8 @@ class Bench(object):
         with open(base + '.md', 'w') as handle:
             handle.write('\n'.join(text))
         with open(base + '.json', 'w') as handle:
-            json.dump({'runs': self.runs, 'resume': self.resume, 'machine': machine, 'sizes': self.sizes,
+            json.dump({'runs': self.runs, 'warmups': self.warmups, 'resume': self.resume, 'machine': machine,
+                       'sizes': self.sizes,
                        'medians': dict(('%s/%s' % k, v) for k, v in med.items()),
                        'targets': targets}, handle, indent=1, default=str)
         sys.stdout.write('\n'.join(text) + '\n')
@@ -1022,7 +1050,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     sizes = dict(SMOKE if args.smoke else FULL)
     if args.runs:
-        sizes['runs'] = args.runs
+        sizes['runs'] = sizes['large_runs'] = args.runs
     if args.workers:
         sizes['workers'] = args.workers
     cases = [c.strip() for c in args.cases.split(',')] if args.cases else list(CASES)
